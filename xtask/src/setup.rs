@@ -1,0 +1,323 @@
+//! `cargo xtask setup`: makes sure the eBPF toolchain and the test tools are installed.
+//!
+//! The kernel programs (`ebpf/programs`) build for `bpfel-unknown-none`, which needs a
+//! `core` library for that target. Two toolchains provide one:
+//!
+//! * (a) Debian's `rustc-web` + `cargo-web` with the prebuilt `core` of
+//!   `libstd-rust-web-dev-bpf` (`/usr/lib/rustlib/bpfel-unknown-none`), used on machines
+//!   whose rustup nightly lacks `rust-src` and cannot fetch it;
+//! * (b) a rustup nightly with the `rust-src` component (`-Z build-std=core`).
+//!
+//! Both link with `bpf-linker`. When neither is complete, (a) is installed: its Debian
+//! packages, then `bpf-linker` built against Debian's LLVM 22. Everything is checked
+//! before anything is installed, so a second run does nothing.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::util;
+
+/// Debian packages of toolchain (a).
+const DEBIAN_TOOLCHAIN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
+/// What building bpf-linker against Debian's LLVM 22 needs.
+const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+/// Tools the tests and the demo run: `ip`, `ping`, `ethtool`.
+const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "ethtool"];
+
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_BPF_CORE: &str = "/usr/lib/rustlib/bpfel-unknown-none";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// bpf-linker's feature names follow its LLVM versions; pin the series that has `llvm-22`.
+const BPF_LINKER_VERSION: &str = "^0.13";
+
+/// What the tasks that build need after setup.
+#[derive(Debug)]
+pub struct Ready {
+    /// Where bpf-linker lives, when that directory is not on `PATH` already.
+    linker_dir: Option<PathBuf>,
+}
+
+impl Ready {
+    /// Gives a child process a `PATH` with bpf-linker's directory in front when it was
+    /// missing there, so that the dataplane build script finds the linker.
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        match &self.linker_dir {
+            Some(dir) => cmd.env("PATH", path_with(dir)),
+            None => cmd,
+        }
+    }
+}
+
+fn path_with(dir: &Path) -> OsString {
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&current));
+    std::env::join_paths(dirs).unwrap_or(current)
+}
+
+/// Which eBPF toolchain is complete, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Toolchain {
+    Debian { version: String },
+    Nightly,
+}
+
+/// What is installed right now.
+#[derive(Debug)]
+struct State {
+    toolchain: Option<Toolchain>,
+    linker: Option<(PathBuf, String)>,
+    missing_test_packages: Vec<&'static str>,
+}
+
+impl State {
+    fn detect() -> State {
+        let toolchain = detect_debian().or_else(detect_nightly);
+        let linker = util::find_cargo_tool("bpf-linker").map(|p| {
+            let version = util::probe_output(Command::new(&p).arg("--version")).unwrap_or_default();
+            (p, version.trim().to_owned())
+        });
+        let missing_test_packages = TEST_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+        State { toolchain, linker, missing_test_packages }
+    }
+
+    fn complete(&self) -> bool {
+        self.toolchain.is_some() && self.linker.is_some() && self.missing_test_packages.is_empty()
+    }
+
+    fn print(&self) {
+        match &self.toolchain {
+            Some(Toolchain::Debian { version }) => say(&format!(
+                "eBPF toolchain: Debian rustc-web ({version}) with core for bpfel-unknown-none … ok"
+            )),
+            Some(Toolchain::Nightly) => say("eBPF toolchain: rustup nightly with rust-src … ok"),
+            None => say(
+                "eBPF toolchain: neither Debian rustc-web with bpfel core nor a rustup nightly with rust-src … missing",
+            ),
+        }
+        match &self.linker {
+            Some((path, version)) => say(&format!("bpf-linker: {} ({version}) … ok", path.display())),
+            None => say("bpf-linker: … missing"),
+        }
+        for p in TEST_PACKAGES {
+            let status = if self.missing_test_packages.contains(p) { "missing" } else { "ok" };
+            say(&format!("Debian package {p} … {status}"));
+        }
+    }
+
+    /// Debian packages to install to complete this state with toolchain (a).
+    fn packages_to_install(&self) -> Vec<&'static str> {
+        let mut wanted: Vec<&'static str> = Vec::new();
+        if self.toolchain.is_none() {
+            wanted.extend(DEBIAN_TOOLCHAIN_PACKAGES);
+        }
+        if self.linker.is_none() {
+            wanted.extend(LINKER_BUILD_PACKAGES);
+        }
+        wanted.retain(|p| !dpkg_installed(p));
+        wanted.extend(&self.missing_test_packages);
+        wanted
+    }
+}
+
+/// `cargo xtask setup [--check]`.
+pub fn run(check: bool) -> Result<()> {
+    if check {
+        let state = State::detect();
+        state.print();
+        if !state.complete() {
+            bail!("something is missing; `cargo xtask setup` (as root) installs it");
+        }
+        say("all ok");
+        return Ok(());
+    }
+    ensure().map(|_| ())
+}
+
+/// Checks, installs what is missing, checks again. Used by `setup` and by every task
+/// that builds.
+pub fn ensure() -> Result<Ready> {
+    let state = State::detect();
+    state.print();
+    if !state.complete() {
+        install(&state)?;
+        let after = State::detect();
+        after.print();
+        if !after.complete() {
+            bail!("setup installed what it could, but something is still missing (see above)");
+        }
+        say("all ok");
+        return ready(&after);
+    }
+    say("all ok");
+    ready(&state)
+}
+
+fn ready(state: &State) -> Result<Ready> {
+    let Some((linker, _)) = &state.linker else { bail!("bpf-linker is missing") };
+    let on_path = util::find_in_path("bpf-linker").is_some();
+    let linker_dir = if on_path { None } else { linker.parent().map(Path::to_path_buf) };
+    if let Some(dir) = &linker_dir {
+        say(&format!("note: {} is not on PATH; the tasks add it for their builds", dir.display()));
+    }
+    Ok(Ready { linker_dir })
+}
+
+fn install(state: &State) -> Result<()> {
+    let packages = state.packages_to_install();
+    let build_linker = state.linker.is_none();
+    if packages.is_empty() && !build_linker {
+        bail!(
+            "the Debian packages {} are installed but the toolchain is incomplete ({DEBIAN_RUSTC}, {DEBIAN_CARGO} or {DEBIAN_BPF_CORE} missing); reinstall them with `apt-get install --reinstall`",
+            DEBIAN_TOOLCHAIN_PACKAGES.join(" ")
+        );
+    }
+    if !util::is_root() {
+        let mut what = packages.join(" ");
+        if build_linker {
+            what.push_str(if what.is_empty() { "bpf-linker" } else { " and bpf-linker" });
+        }
+        bail!(
+            "setup must install {what}, which needs root: run `cargo xtask setup` as root (e.g. `sudo -E cargo xtask setup`)"
+        );
+    }
+    if !packages.is_empty() {
+        if util::find_in_path("apt-get").is_none() {
+            bail!(
+                "apt-get not found: install the equivalents of these Debian packages by hand: {}",
+                packages.join(" ")
+            );
+        }
+        say(&format!("installing Debian packages: {}", packages.join(" ")));
+        util::run_loud("setup", apt().args(["-q", "update"]))?;
+        util::run_loud(
+            "setup",
+            apt()
+                .args(["-q", "-o", "Dpkg::Use-Pty=0", "install", "-y", "--no-install-recommends"])
+                .args(&packages),
+        )?;
+    }
+    if build_linker {
+        say("installing bpf-linker, built against Debian's LLVM 22 (takes a minute or two)");
+        let mut cmd = Command::new(util::cargo());
+        cmd.env("LLVM_PREFIX", LLVM_PREFIX)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            // Outside the workspace, so its config and target directory play no part.
+            .current_dir(std::env::temp_dir());
+        util::run_loud("setup", &mut cmd)?;
+    }
+    Ok(())
+}
+
+fn apt() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// Toolchain (a): Debian's rustc with the prebuilt core for bpfel-unknown-none.
+fn detect_debian() -> Option<Toolchain> {
+    if !Path::new(DEBIAN_CARGO).exists() || !Path::new(DEBIAN_BPF_CORE).join("lib").is_dir() {
+        return None;
+    }
+    let version = util::probe_output(Command::new(DEBIAN_RUSTC).arg("-V"))?;
+    Some(Toolchain::Debian { version: version.split(" (").next().unwrap_or(&version).trim().to_owned() })
+}
+
+/// Toolchain (b): a rustup nightly with rust-src.
+fn detect_nightly() -> Option<Toolchain> {
+    let rustup = util::find_cargo_tool("rustup")?;
+    let installed = util::probe_output(Command::new(rustup).args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    has_rust_src(&installed).then_some(Toolchain::Nightly)
+}
+
+fn has_rust_src(component_list: &str) -> bool {
+    component_list.lines().any(|l| l.trim() == "rust-src" || l.trim().starts_with("rust-src "))
+}
+
+/// Whether dpkg has the package installed (`dpkg-query -W -f='${Status}'`).
+fn dpkg_installed(package: &str) -> bool {
+    util::probe_output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|s| is_installed_status(&s))
+}
+
+fn is_installed_status(status: &str) -> bool {
+    status.trim() == "install ok installed"
+}
+
+fn say(line: &str) {
+    eprintln!("[setup] {line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_must_be_fully_installed() {
+        assert!(is_installed_status("install ok installed"));
+        assert!(!is_installed_status("deinstall ok config-files"));
+        assert!(!is_installed_status("install ok unpacked"));
+        assert!(!is_installed_status(""));
+    }
+
+    #[test]
+    fn rust_src_is_found_only_as_a_whole_component_name() {
+        assert!(has_rust_src("cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64-unknown-linux-gnu\n"));
+        assert!(!has_rust_src("cargo-x86_64-unknown-linux-gnu\nrust-std-x86_64-unknown-linux-gnu\n"));
+        assert!(!has_rust_src("rust-src-extra\n"));
+    }
+
+    #[test]
+    fn a_complete_state_installs_nothing() {
+        let state = State {
+            toolchain: Some(Toolchain::Nightly),
+            linker: Some((PathBuf::from("/x/bpf-linker"), "bpf-linker 0.13.0".into())),
+            missing_test_packages: vec![],
+        };
+        assert!(state.complete());
+        assert!(state.packages_to_install().is_empty());
+    }
+
+    #[test]
+    fn a_missing_test_package_is_installed() {
+        let state = State {
+            toolchain: Some(Toolchain::Nightly),
+            linker: Some((PathBuf::from("/x/bpf-linker"), String::new())),
+            missing_test_packages: vec!["iputils-ping"],
+        };
+        assert!(!state.complete());
+        assert_eq!(state.packages_to_install(), ["iputils-ping"]);
+    }
+
+    #[test]
+    fn ready_puts_the_linker_dir_first_on_path_only_when_needed() {
+        let ready = Ready { linker_dir: Some(PathBuf::from("/opt/linker-bin")) };
+        let mut cmd = Command::new("true");
+        ready.apply(&mut cmd);
+        let (_, path) = cmd.get_envs().find(|(k, _)| *k == "PATH").unwrap();
+        let first = std::env::split_paths(path.unwrap()).next().unwrap();
+        assert_eq!(first, PathBuf::from("/opt/linker-bin"));
+
+        let mut untouched = Command::new("true");
+        Ready { linker_dir: None }.apply(&mut untouched);
+        assert_eq!(untouched.get_envs().count(), 0);
+    }
+}

@@ -1,0 +1,82 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{cleanup, setup, util};
+
+/// Random packets the kernel differential test sends with `--full`.
+const FULL_DIFF_PACKETS: &str = "1000000";
+
+/// `cargo xtask test [--full] [-- <cargo test args>]`: setup, then the whole suite, with
+/// leftovers of crashed runs removed before and after.
+pub fn run_tests(full: bool, cargo_args: &[String]) -> Result<()> {
+    util::require_root("`cargo xtask test` (the tests load XDP programs and create network namespaces)")?;
+    let ready = setup::ensure()?;
+    cleanup::leftovers("test");
+
+    let mut cmd = Command::new(util::cargo());
+    ready.apply(cmd.current_dir(util::repo_root()));
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        cmd.env("RUST_BACKTRACE", "1");
+    }
+    if full {
+        cmd.env("SGMIRROR_DIFF_PACKETS", FULL_DIFF_PACKETS);
+    }
+    cmd.args(["test", "--workspace"]).args(cargo_args);
+    let result = util::run_loud("test", &mut cmd);
+
+    cleanup::leftovers("test");
+    result.map_err(|e| anyhow::anyhow!("tests failed: {e:#}"))
+}
+
+/// `cargo xtask lint`: rustfmt and clippy over the workspace, and rustfmt over the eBPF
+/// crate (which is outside the workspace and built by its own toolchain).
+pub fn run_lint() -> Result<()> {
+    let ready = setup::ensure()?;
+    let root = util::repo_root();
+    let mut failed = Vec::new();
+
+    let mut fmt = Command::new(util::cargo());
+    fmt.current_dir(&root).args(["fmt", "--all", "--check"]);
+    if util::run_loud("lint", &mut fmt).is_err() {
+        failed.push("cargo fmt (run `cargo fmt --all`)");
+    }
+
+    let ebpf_manifest = root.join("ebpf/programs/Cargo.toml");
+    if ebpf_manifest.exists() {
+        let mut fmt_ebpf = Command::new(util::cargo());
+        fmt_ebpf.current_dir(&root).args([
+            "fmt",
+            "--all",
+            "--check",
+            "--manifest-path",
+            "ebpf/programs/Cargo.toml",
+        ]);
+        if util::run_loud("lint", &mut fmt_ebpf).is_err() {
+            failed.push(
+                "cargo fmt of ebpf/programs (run `cargo fmt --all --manifest-path ebpf/programs/Cargo.toml`)",
+            );
+        }
+    }
+
+    let mut clippy = Command::new(util::cargo());
+    ready.apply(clippy.current_dir(&root)).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    if util::run_loud("lint", &mut clippy).is_err() {
+        failed.push("cargo clippy");
+    }
+
+    if !failed.is_empty() {
+        bail!("lint failed: {}", failed.join(", "));
+    }
+    eprintln!("[lint] ok");
+    Ok(())
+}
