@@ -1,0 +1,96 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
+
+/// What can go wrong between the embedded object and an enforcing link.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The object could not be loaded (maps created, pinned maps opened, relocations).
+    #[error("loading the eBPF object")]
+    Load(#[source] EbpfError),
+    /// The object lacks a map the agent needs (an object and agent of different builds).
+    #[error("the eBPF object has no map `{0}`")]
+    MissingMap(&'static str),
+    /// The object lacks the XDP program.
+    #[error("the eBPF object has no program `{0}`")]
+    MissingProgram(&'static str),
+    /// A map could not be read or written.
+    #[error("map `{map}`")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: MapError,
+    },
+    /// The verifier rejected the program, or the kernel refused to load it.
+    #[error("loading the XDP program into the kernel (verifier)")]
+    Verifier(#[source] ProgramError),
+    /// The kernel's information about the program could not be read.
+    #[error("reading the program's kernel information")]
+    ProgramInfo(#[source] ProgramError),
+    /// `BPF_PROG_TEST_RUN` failed (a frame shorter than an Ethernet header, for one).
+    #[error("BPF_PROG_TEST_RUN on a {len}-byte frame")]
+    TestRun {
+        /// Frame length.
+        len: usize,
+        /// What the kernel said.
+        #[source]
+        source: ProgramError,
+    },
+    /// The counters did not move the way one test run moves them.
+    #[error("cannot tell the outcome of the test run from the counters: {0}")]
+    Counters(String),
+    /// Attaching to a link failed.
+    #[error("attaching XDP to {link} ({mode})")]
+    Attach {
+        /// Link name.
+        link: String,
+        /// Requested mode.
+        mode: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: ProgramError,
+    },
+    /// Replacing the program on a link failed.
+    #[error("replacing the XDP program on {link}")]
+    Replace {
+        /// Link name.
+        link: String,
+        /// What the kernel said.
+        #[source]
+        source: ProgramError,
+    },
+    /// Detaching from a link failed.
+    #[error("detaching XDP from {link}")]
+    Detach {
+        /// Link name.
+        link: String,
+        /// What the kernel said.
+        #[source]
+        source: ProgramError,
+    },
+    /// The program is attached already (one program, one link).
+    #[error("the program is attached to {0} already")]
+    AlreadyAttached(String),
+    /// The operation needs an attached program.
+    #[error("the program is not attached")]
+    NotAttached,
+    /// The directory for shared pinned maps could not be created.
+    #[error("creating the pin directory {path}")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the filesystem said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DataplaneError {
+    pub(crate) fn map(map: &'static str) -> impl FnOnce(MapError) -> Self {
+        move |source| DataplaneError::Map { map, source }
+    }
+}
