@@ -5,20 +5,26 @@
 //! `prior-art.md` §2.2):
 //!
 //! 1. the peer address in `ADDR4`/`ADDR6` → an [`AddrValue`]: the address's *class*
-//!    (the set of rules whose prefixes contain it, closure applied, see [`closure`])
+//!    (the set of rules whose prefixes contain it, closure applied, see `closure.rs`)
 //!    and the `ADDR_EXEMPT` flag for AWS service addresses;
 //! 2. `class | protocol | port` in `PORTS` → a [`PortValue`]: the *match set*, the
 //!    rules that allow the packet, as an index into [`MapImage::match_sets`] (see
-//!    [`ports`]).
+//!    `ports.rs`).
 //!
 //! No match at either step means no rule allows the packet. [`MapImage::judge`]
 //! replays those lookups in userspace, so property tests can hold the images against
 //! the reference evaluator.
+//!
+//! Each `PORTS` value also says whether the TCP and UDP flows it allows are
+//! *untracked* (AWS's rule, see `untracked.rs` and [`untracked_flag`]); that
+//! depends on the other direction's rules, so each direction is compiled with the
+//! whole policy in view. Classes are per family for the same reason.
 
 mod closure;
 mod image;
 mod ports;
 mod ranges;
+mod untracked;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
@@ -28,6 +34,7 @@ use crate::model::{Direction, InterfacePolicy, ResolvedRule};
 
 pub use image::{ImageLookup, ImageSummary, packet_key};
 pub use ranges::masked_blocks;
+pub use untracked::{covers_every_port, untracked_flag, zero_cidr_family};
 
 /// Capacities of the kernel maps; a policy that needs more is refused, never
 /// truncated (a truncated policy would silently drop allowed traffic).
@@ -104,7 +111,7 @@ pub struct PortEntry {
     pub prefix_len: u32,
     /// The key, bits past `prefix_len` zero.
     pub key: PortKey,
-    /// The match set.
+    /// The match set and the untracked flags.
     pub value: PortValue,
 }
 
@@ -178,8 +185,14 @@ pub fn compile_direction(
         return Err(too_large(Resource::Ipv6Prefixes, addresses.v6.len(), max_prefixes));
     }
     let (ids, rank) = id_ranks(rules);
-    let built =
-        ports::build(rules, &addresses.classes.sets, &rank, limits.max_port_entries, limits.max_match_sets);
+    let untracked = untracked::Untracked::new(policy, direction);
+    let input = ports::Input {
+        rules,
+        class_sets: &addresses.classes.sets,
+        class_families: &addresses.classes.families,
+        untracked: &untracked,
+    };
+    let built = ports::build(&input, &rank, limits.max_port_entries, limits.max_match_sets);
     let table = built.map_err(|overflow| match overflow {
         ports::Overflow::Entries(n) => too_large(Resource::PortEntries, n, limits.max_port_entries),
         ports::Overflow::Sets(n) => too_large(Resource::MatchSets, n, limits.max_match_sets),
@@ -192,7 +205,11 @@ pub fn compile_direction(
     let mut port_entries: Vec<PortEntry> = table
         .entries
         .iter()
-        .map(|e| PortEntry { prefix_len: e.prefix_len, key: e.key, value: PortValue { match_id: e.set } })
+        .map(|e| PortEntry {
+            prefix_len: e.prefix_len,
+            key: e.key,
+            value: PortValue { match_id: e.set, flags: e.flags },
+        })
         .collect();
     port_entries.sort_unstable_by_key(|e| (e.key, e.prefix_len));
 

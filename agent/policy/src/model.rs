@@ -154,7 +154,13 @@ pub struct InterfacePolicy {
     /// addresses, the VPC+2 resolver, subnet routers): packets from them (ingress) or
     /// to them (egress) always pass.
     pub exempt: Vec<IpAddr>,
+    /// Idle timeouts of tracked flows: AWS's defaults, overridden by the interface's
+    /// `ConnectionTrackingConfiguration` and then by the operator's configuration.
+    #[serde(skip)]
+    pub timeouts: Timeouts,
 }
+
+pub use sgmirror_common::Timeouts;
 
 impl InterfacePolicy {
     /// The rules of one direction.
@@ -263,6 +269,8 @@ pub enum Reason {
     Fragment,
     /// Headers that cannot be parsed safely.
     Malformed,
+    /// Part of a tracked flow: a packet of it, or an ICMP error about it.
+    Tracked,
 }
 
 impl Reason {
@@ -275,6 +283,7 @@ impl Reason {
             Reason::NoRule => reason::NO_RULE,
             Reason::Fragment => reason::FRAGMENT,
             Reason::Malformed => reason::MALFORMED,
+            Reason::Tracked => reason::TRACKED,
         }
     }
 }
@@ -288,4 +297,52 @@ pub struct Decision {
     pub reason: Reason,
     /// Ids of all rules that allow the packet (sorted, deduplicated).
     pub rules: Vec<String>,
+}
+
+/// TCP flag bits, as in the TCP header's flags byte.
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// The header that an ICMP/ICMPv6 error message quotes: the packet that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Embedded {
+    /// Source of the quoted packet.
+    pub src: IpAddr,
+    /// Destination of the quoted packet.
+    pub dst: IpAddr,
+    /// Its protocol.
+    pub proto: u8,
+    /// Its ports, or its ICMP type and code.
+    pub l4: L4,
+    /// Its ICMP echo identifier (0 for other protocols).
+    pub icmp_id: u16,
+}
+
+/// What stateful judging needs beyond [`Packet`]: the TCP flags, the ICMP echo
+/// identifier, and the quoted header of an ICMP error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// TCP flags (`tcp_flags::*`), 0 for other protocols.
+    pub tcp_flags: u8,
+    /// ICMP/ICMPv6 echo identifier, 0 for other messages and protocols.
+    pub icmp_id: u16,
+    /// For ICMP errors (v4 types 3, 11, 12; v6 types 1–4): the quoted packet.
+    pub embedded: Option<Embedded>,
+}
+
+/// A packet with the transport details stateful judging needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatefulPacket {
+    /// Addresses, protocol, ports, fragmentation.
+    pub packet: Packet,
+    /// Flags, echo identifier, quoted header.
+    pub transport: Transport,
 }

@@ -92,8 +92,21 @@ pub fn resolve_interface(
         ingress,
         egress,
         exempt,
+        timeouts: timeouts(eni.connection_tracking),
     };
     Ok((policy, resolver.warnings))
+}
+
+/// AWS's default idle timeouts with the interface's own `ConnectionTrackingConfiguration`
+/// applied over them.
+fn timeouts(configured: Option<crate::snapshot::ConnectionTracking>) -> crate::model::Timeouts {
+    let mut timeouts = crate::model::Timeouts::DEFAULT;
+    if let Some(c) = configured {
+        timeouts.tcp_established = c.tcp_established_timeout.unwrap_or(timeouts.tcp_established);
+        timeouts.udp = c.udp_timeout.unwrap_or(timeouts.udp);
+        timeouts.udp_stream = c.udp_stream_timeout.unwrap_or(timeouts.udp_stream);
+    }
+    timeouts
 }
 
 /// The state of one resolution: member addresses per group (computed once) and the

@@ -155,8 +155,120 @@ impl PortKey {
 pub struct PortValue {
     /// Index of the match set.
     pub match_id: u32,
+    /// `FLAG_UNTRACKED_*`: flows this entry allows are not tracked (AWS's rule: a /0
+    /// rule with an all-ports /0 rule for the responses in the other direction).
+    pub flags: u32,
 }
-const _: () = assert!(size_of::<PortValue>() == 4);
+const _: () = assert!(size_of::<PortValue>() == 8);
+
+/// [`PortValue::flags`]: TCP flows allowed through this entry are untracked.
+pub const FLAG_UNTRACKED_TCP: u32 = 1;
+/// [`PortValue::flags`]: UDP flows allowed through this entry are untracked.
+pub const FLAG_UNTRACKED_UDP: u32 = 2;
+
+/// Key of the `FLOWS` table, oriented from the interface: `local` is the interface's
+/// address, `remote` the peer's, whichever side sent the packet. IPv4 addresses fill
+/// the first 4 bytes. TCP/UDP carry their ports; ICMP echo request/reply carries the
+/// echo identifier in `local_port` (`remote_port` 0); every other protocol, and other
+/// ICMP types, has both ports 0 (AWS tracks them by address and protocol only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The interface's address.
+    pub local: [u8; 16],
+    /// The peer's address.
+    pub remote: [u8; 16],
+    /// Local port or echo identifier (host byte order).
+    pub local_port: u16,
+    /// Remote port (host byte order).
+    pub remote_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Value of the `FLOWS` table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Clock (see `CLOCK`) of the last packet of the flow.
+    pub last_seen_ns: u64,
+    /// [`direction`] of the packet that created the entry.
+    pub initiator: u8,
+    /// One of [`flow_state`].
+    pub state: u8,
+    /// Always zero.
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<FlowValue>() == 16);
+
+/// States of a tracked flow; each picks an idle timeout from [`Timeouts`].
+pub mod flow_state {
+    /// TCP, opened with a SYN, no packet from the other side yet (`tcp_other`).
+    pub const TCP_OPENING: u8 = 1;
+    /// TCP with packets both ways, or adopted mid-stream (`tcp_established`).
+    pub const TCP_ESTABLISHED: u8 = 2;
+    /// TCP after a FIN or RST (`tcp_other`).
+    pub const TCP_CLOSING: u8 = 3;
+    /// UDP, initiator-side packets only (`udp`).
+    pub const UDP_NEW: u8 = 4;
+    /// UDP with one reply (`udp`).
+    pub const UDP_REPLIED: u8 = 5;
+    /// UDP with more than one request/response (`udp_stream`).
+    pub const UDP_STREAM: u8 = 6;
+    /// ICMP/ICMPv6 (`icmp`).
+    pub const ICMP: u8 = 7;
+    /// Any other protocol (`other`).
+    pub const OTHER: u8 = 8;
+}
+
+/// Idle timeouts per flow class in seconds, the `TIMEOUTS` global of each load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Established TCP (AWS `TcpEstablishedTimeout`).
+    pub tcp_established: u32,
+    /// TCP opening or closing (undocumented by AWS).
+    pub tcp_other: u32,
+    /// UDP, one direction or a single request/response (AWS `UdpTimeout`).
+    pub udp: u32,
+    /// UDP with more than one request/response (AWS `UdpStreamTimeout`).
+    pub udp_stream: u32,
+    /// ICMP and ICMPv6 (undocumented by AWS).
+    pub icmp: u32,
+    /// Every other protocol (AWS: 600 s).
+    pub other: u32,
+}
+const _: () = assert!(size_of::<Timeouts>() == 24);
+
+impl Timeouts {
+    /// AWS's defaults, and nf_conntrack's values where AWS documents none.
+    pub const DEFAULT: Timeouts =
+        Timeouts { tcp_established: 432_000, tcp_other: 120, udp: 30, udp_stream: 180, icmp: 30, other: 600 };
+
+    /// Idle timeout of a flow in `state`, in seconds.
+    #[inline(always)]
+    pub const fn for_state(&self, state: u8) -> u32 {
+        match state {
+            flow_state::TCP_ESTABLISHED => self.tcp_established,
+            flow_state::TCP_OPENING | flow_state::TCP_CLOSING => self.tcp_other,
+            flow_state::UDP_STREAM => self.udp_stream,
+            flow_state::UDP_NEW | flow_state::UDP_REPLIED => self.udp,
+            flow_state::ICMP => self.icmp,
+            _ => self.other,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// Key of the `FRAGS` table: a first fragment that was allowed lets its later
 /// fragments through. IPv4 addresses fill the first 4 bytes of each address field.
@@ -196,6 +308,52 @@ pub const FRAG_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
 /// Longest chain of IPv6 extension headers walked before a packet is `malformed`.
 pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 
+/// A dropped (or, in audit mode, would-be-dropped) packet, as the kernel reports it
+/// through the `DROP_LOG` ring buffer. Fixed size; addresses as in [`FlowKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRecord {
+    /// `bpf_ktime_get_ns` (plus `CLOCK`) when the packet was judged.
+    pub time_ns: u64,
+    /// Source address.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// Source port (TCP/UDP), or ICMP type << 8 | code; host byte order.
+    pub src_port: u16,
+    /// Destination port (TCP/UDP), or the ICMP echo identifier; host byte order.
+    pub dst_port: u16,
+    /// Frame length in bytes.
+    pub bytes: u32,
+    /// IP protocol number (0 when the packet was not parsed that far).
+    pub proto: u8,
+    /// 4, 6, or 0 when not IP.
+    pub family: u8,
+    /// [`direction`].
+    pub direction: u8,
+    /// [`reason`].
+    pub reason: u8,
+    /// [`verdict`]: DROP, or AUDIT for would-be drops.
+    pub verdict: u8,
+    /// Always zero.
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(size_of::<DropRecord>() == 64);
+
+/// Kernel-side rate limit of drop records: a token bucket per CPU, the
+/// `DROP_LOG_RATE` global (records per second per CPU; 0 turns the log off).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropBucket {
+    /// Tokens left, in records.
+    pub tokens: u64,
+    /// When the bucket was last refilled.
+    pub refilled_ns: u64,
+    /// Records not sent because the bucket was empty or the ring buffer full.
+    pub suppressed: u64,
+}
+const _: () = assert!(size_of::<DropBucket>() == 24);
+
 /// Names of the maps and programs in the object, as the loader finds them.
 pub mod names {
     /// IPv4 peer-address LPM trie.
@@ -210,10 +368,32 @@ pub mod names {
     pub const RULE_HITS: &str = "RULE_HITS";
     /// Allowed first fragments.
     pub const FRAGS: &str = "FRAGS";
+    /// IPv4 destination-address LPM trie of the outbound rules.
+    pub const EADDR4: &str = "EADDR4";
+    /// IPv6 destination-address LPM trie of the outbound rules.
+    pub const EADDR6: &str = "EADDR6";
+    /// Class/protocol/port LPM trie of the outbound rules.
+    pub const EPORTS: &str = "EPORTS";
+    /// Per-CPU hits per outbound match set.
+    pub const ERULE_HITS: &str = "ERULE_HITS";
+    /// Tracked flows, shared by both programs of a link.
+    pub const FLOWS: &str = "FLOWS";
+    /// One u64: nanoseconds added to the kernel clock (a test hook; 0 in production).
+    pub const CLOCK: &str = "CLOCK";
     /// The XDP ingress program.
     pub const XDP_INGRESS: &str = "sgm_xdp_in";
+    /// The TC egress program.
+    pub const TC_EGRESS: &str = "sgm_tc_out";
     /// Global: [`super::mode`] of the link.
     pub const MODE: &str = "MODE";
+    /// Global: [`super::Timeouts`] of the link.
+    pub const TIMEOUTS: &str = "TIMEOUTS";
+    /// Ring buffer of [`super::DropRecord`]s.
+    pub const DROP_LOG: &str = "DROP_LOG";
+    /// Per-CPU [`super::DropBucket`] (one entry).
+    pub const DROP_BUCKET: &str = "DROP_BUCKET";
+    /// Global u32: drop records per second per CPU (0: off).
+    pub const DROP_LOG_RATE: &str = "DROP_LOG_RATE";
 }
 
 #[cfg(feature = "user")]
@@ -226,4 +406,9 @@ mod pod {
     unsafe impl aya::Pod for PortValue {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for Timeouts {}
+    unsafe impl aya::Pod for DropRecord {}
+    unsafe impl aya::Pod for DropBucket {}
 }

@@ -1,7 +1,9 @@
 //! Address classes: every distinct rule prefix (and every exempt address) gets the
 //! *closure* of its rules — the rules of every prefix that contains it — because an
-//! LPM lookup returns only the longest match (`prior-art.md` §2.1). Prefixes with the
-//! same closure share one class id.
+//! LPM lookup returns only the longest match (`prior-art.md` §2.1). Prefixes of one
+//! family with the same closure share one class id; the families never share one,
+//! because whether a flow is tracked depends on the family (`sg-semantics.md` §1.4)
+//! and that is decided per `PORTS` entry, that is per class.
 //!
 //! The walk is O(n log n): sorted by (network, length), the rule prefixes that
 //! contain the current one are exactly the stack of enclosing prefixes left after
@@ -21,20 +23,24 @@ use crate::model::ResolvedRule;
 pub struct Classes {
     /// The rule set of each class, indexed by class id.
     pub sets: Vec<Vec<u32>>,
-    index: HashMap<Vec<u32>, u32>,
+    /// The address family (4 or 6) of each class, indexed by class id.
+    pub families: Vec<u8>,
+    index: HashMap<(u8, Vec<u32>), u32>,
 }
 
 impl Classes {
-    /// The class of a rule set, allocated on first sight.
-    fn intern(&mut self, set: Vec<u32>) -> u32 {
-        if let Some(&class) = self.index.get(&set) {
+    /// The class of a rule set in a family, allocated on first sight.
+    fn intern(&mut self, family: u8, set: Vec<u32>) -> u32 {
+        let key = (family, set);
+        if let Some(&class) = self.index.get(&key) {
             return class;
         }
         // Class ids are u32 in the kernel key; more sets than prefixes cannot exist,
         // and the prefix limit is far below u32::MAX.
         let class = u32::try_from(self.sets.len()).unwrap_or(u32::MAX);
-        self.sets.push(set.clone());
-        self.index.insert(set, class);
+        self.sets.push(key.1.clone());
+        self.families.push(family);
+        self.index.insert(key, class);
         class
     }
 }
@@ -55,16 +61,20 @@ const EXEMPT_MARK: u32 = u32::MAX;
 
 /// A prefix type the walk can handle.
 trait Prefix: Copy + Ord {
+    /// 4 or 6.
+    const FAMILY: u8;
     fn encloses(&self, other: &Self) -> bool;
 }
 
 impl Prefix for Ipv4Net {
+    const FAMILY: u8 = 4;
     fn encloses(&self, other: &Self) -> bool {
         self.contains(other)
     }
 }
 
 impl Prefix for Ipv6Net {
+    const FAMILY: u8 = 6;
     fn encloses(&self, other: &Self) -> bool {
         self.contains(other)
     }
@@ -121,7 +131,7 @@ fn walk<P: Prefix>(mut pairs: Vec<(P, u32)>, classes: &mut Classes) -> Vec<(P, A
             stack.pop();
         }
         let class = match stack.last() {
-            None => classes.intern(direct),
+            None => classes.intern(P::FAMILY, direct),
             Some(&(_, parent)) => {
                 let inherited = &classes.sets[parent as usize];
                 if direct.iter().all(|r| inherited.binary_search(r).is_ok()) {
@@ -129,7 +139,7 @@ fn walk<P: Prefix>(mut pairs: Vec<(P, u32)>, classes: &mut Classes) -> Vec<(P, A
                 } else if let Some(&class) = derived.get(&(parent, direct.clone())) {
                     class
                 } else {
-                    let class = classes.intern(merge(inherited, &direct));
+                    let class = classes.intern(P::FAMILY, merge(inherited, &direct));
                     derived.insert((parent, direct), class);
                     class
                 }
@@ -252,5 +262,16 @@ mod tests {
         assert_eq!(set_of(&c, c.v6[1].1), [1]);
         // Class ids are unique across the families.
         assert_ne!(c.v4[0].1.class, c.v6[0].1.class);
+    }
+
+    #[test]
+    fn the_families_never_share_a_class() {
+        // One rule, both families, the same closure: still two classes.
+        let rules = [rule(&["0.0.0.0/0", "::/0"])];
+        let c = classify(&rules, &[]);
+        assert_eq!(c.classes.sets, [vec![0], vec![0]]);
+        assert_eq!(c.classes.families, [4, 6]);
+        assert_eq!(c.classes.families[c.v4[0].1.class as usize], 4);
+        assert_eq!(c.classes.families[c.v6[0].1.class as usize], 6);
     }
 }

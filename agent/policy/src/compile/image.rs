@@ -20,6 +20,9 @@ pub enum ImageLookup {
     Allowed {
         /// Index into [`MapImage::match_sets`].
         match_id: u32,
+        /// The entry's `FLAG_UNTRACKED_*` bits (test the packet's protocol with
+        /// [`super::untracked_flag`]).
+        flags: u32,
     },
     /// The address or the port lookup missed.
     NoRule,
@@ -79,7 +82,7 @@ impl MapImage {
             return ImageLookup::Exempt;
         }
         match self.lookup_port(packet_key(addr.class, proto, l4)) {
-            Some(entry) => ImageLookup::Allowed { match_id: entry.value.match_id },
+            Some(entry) => ImageLookup::Allowed { match_id: entry.value.match_id, flags: entry.value.flags },
             None => ImageLookup::NoRule,
         }
     }
@@ -96,7 +99,7 @@ impl MapImage {
                 (Verdict::Drop, Reason::Fragment, Vec::new())
             }
             _ if exempt::is_protocol_exempt(packet) => (Verdict::Allow, Reason::Exempt, Vec::new()),
-            ImageLookup::Allowed { match_id } => match self.match_sets.get(match_id as usize) {
+            ImageLookup::Allowed { match_id, .. } => match self.match_sets.get(match_id as usize) {
                 Some(set) => (Verdict::Allow, Reason::Rule, set.clone()),
                 None => (Verdict::Drop, Reason::NoRule, Vec::new()),
             },
@@ -202,7 +205,7 @@ pub(super) fn serialize_addrs<N: Serialize + Copy, S: Serializer>(
 }
 
 impl Serialize for PortEntry {
-    /// `{"prefix_len": 48, "class": 1, "proto": 6, "port": 1024, "match_id": 3}`.
+    /// `{"prefix_len": 48, "class": 1, "proto": 6, "port": 1024, "match_id": 3, "flags": 0}`.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct View {
@@ -211,6 +214,7 @@ impl Serialize for PortEntry {
             proto: u8,
             port: u16,
             match_id: u32,
+            flags: u32,
         }
         View {
             prefix_len: self.prefix_len,
@@ -218,6 +222,7 @@ impl Serialize for PortEntry {
             proto: self.key.proto,
             port: u16::from_be_bytes(self.key.port),
             match_id: self.value.match_id,
+            flags: self.value.flags,
         }
         .serialize(serializer)
     }

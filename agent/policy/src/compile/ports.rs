@@ -11,13 +11,15 @@
 //!   numbered rules of that protocol (the closure again, this time over protocols).
 //!
 //! Because every entry carries the whole set of rules that allow its packets, the
-//! longest match is the answer and no second lookup is needed.
+//! longest match is the answer and no second lookup is needed. Each entry also
+//! carries the untracked flags of its set (see [`super::untracked`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use sgmirror_common::{PORT_KEY_CLASS_BITS, PORT_KEY_PROTO_BITS, PortKey};
 
 use super::ranges::masked_blocks;
+use super::untracked::Untracked;
 use crate::model::{IcmpMatch, Protocol, ResolvedRule, proto};
 
 /// One port entry with its match set as an index into [`PortTable::sets`].
@@ -29,6 +31,8 @@ pub struct RawEntry {
     pub key: PortKey,
     /// Index into [`PortTable::sets`]: the match id.
     pub set: u32,
+    /// `FLAG_UNTRACKED_*` of the entry.
+    pub flags: u32,
 }
 
 /// The port entries of every class, with their distinct match sets.
@@ -48,7 +52,7 @@ pub struct PortTable<'a> {
 
 impl PortTable<'_> {
     /// Adds an entry allowing the rules `set` (rule indices).
-    fn push(&mut self, prefix_len: u32, key: PortKey, set: &[u32]) {
+    fn push(&mut self, prefix_len: u32, key: PortKey, set: &[u32], flags: u32) {
         self.scratch.clear();
         self.scratch.extend(set.iter().filter_map(|&r| self.rank.get(r as usize)));
         self.scratch.sort_unstable();
@@ -62,7 +66,7 @@ impl PortTable<'_> {
                 id
             }
         };
-        self.entries.push(RawEntry { prefix_len, key, set });
+        self.entries.push(RawEntry { prefix_len, key, set, flags });
     }
 }
 
@@ -84,21 +88,33 @@ struct ProtocolRules {
     spans: Vec<(u16, u16, u32)>,
 }
 
+/// What the entries of one direction are built from.
+pub struct Input<'r> {
+    /// The direction's rules.
+    pub rules: &'r [ResolvedRule],
+    /// The rule set of each address class.
+    pub class_sets: &'r [Vec<u32>],
+    /// The family (4 or 6) of each address class.
+    pub class_families: &'r [u8],
+    /// The untracked context of the direction.
+    pub untracked: &'r Untracked,
+}
+
 /// Builds the entries of every class. `rank` gives each rule (by index) the rank of
 /// its id among the distinct ids, so that match sets are deduplicated by id (two rules
 /// may share one). Stops as soon as the table passes `max_entries` or `max_sets`.
 pub fn build<'a>(
-    rules: &[ResolvedRule],
-    class_sets: &[Vec<u32>],
+    input: &Input<'_>,
     rank: &'a [u32],
     max_entries: usize,
     max_sets: usize,
 ) -> Result<PortTable<'a>, Overflow> {
     let mut table =
         PortTable { entries: Vec::new(), sets: Vec::new(), index: HashMap::new(), rank, scratch: Vec::new() };
-    for (class, members) in class_sets.iter().enumerate() {
+    for (class, members) in input.class_sets.iter().enumerate() {
+        let family = input.class_families.get(class).copied().unwrap_or(4);
         let class = u32::try_from(class).unwrap_or(u32::MAX);
-        class_entries(class, members, rules, &mut table);
+        class_entries(class, family, members, input, &mut table);
         if table.entries.len() > max_entries {
             return Err(Overflow::Entries(table.entries.len()));
         }
@@ -124,8 +140,9 @@ fn icmp_span(m: IcmpMatch) -> (u16, u16) {
     }
 }
 
-/// Emits the entries of one class (see the module documentation).
-fn class_entries(class: u32, members: &[u32], rules: &[ResolvedRule], table: &mut PortTable<'_>) {
+/// Emits the entries of one class of `family` (see the module documentation).
+fn class_entries(class: u32, family: u8, members: &[u32], input: &Input<'_>, table: &mut PortTable<'_>) {
+    let (rules, untracked) = (input.rules, input.untracked);
     let mut all = Vec::new();
     let mut by_proto: BTreeMap<u8, ProtocolRules> = BTreeMap::new();
     for &r in members {
@@ -150,7 +167,8 @@ fn class_entries(class: u32, members: &[u32], rules: &[ResolvedRule], table: &mu
         }
     }
     if !all.is_empty() {
-        table.push(PORT_KEY_CLASS_BITS, PortKey::new(class, 0, 0), &all);
+        let flags = untracked.flags(family, None, &all);
+        table.push(PORT_KEY_CLASS_BITS, PortKey::new(class, 0, 0), &all, flags);
     }
     for (number, rules) in by_proto {
         let mut base = all.clone();
@@ -160,15 +178,17 @@ fn class_entries(class: u32, members: &[u32], rules: &[ResolvedRule], table: &mu
         // A span over the whole field is itself a /40 entry, with a superset of `base`.
         let whole_field = intervals.first().is_some_and(|(lo, hi, _)| *lo == 0 && *hi == u16::MAX);
         if !rules.whole.is_empty() && !whole_field {
-            table.push(PORT_KEY_PROTO_BITS, PortKey::new(class, number, 0), &base);
+            let flags = untracked.flags(family, Some(number), &base);
+            table.push(PORT_KEY_PROTO_BITS, PortKey::new(class, number, 0), &base, flags);
         }
         for (lo, hi, covering) in intervals {
             let mut set = base.clone();
             set.extend_from_slice(&covering);
             set.sort_unstable();
             set.dedup();
+            let flags = untracked.flags(family, Some(number), &set);
             for (start, len) in masked_blocks(lo, hi) {
-                table.push(PORT_KEY_PROTO_BITS + len, PortKey::new(class, number, start), &set);
+                table.push(PORT_KEY_PROTO_BITS + len, PortKey::new(class, number, start), &set, flags);
             }
         }
     }

@@ -79,7 +79,7 @@ fn closure_gives_the_narrow_prefix_the_wide_prefix_rules() {
     assert_eq!(image.addr4[1].1, ten);
     let ids =
         |port| match image.lookup(IpAddr::from([10, 1, 1, 1]), proto::TCP, L4::Ports { src: 1, dst: port }) {
-            ImageLookup::Allowed { match_id } => image.match_sets[match_id as usize].clone(),
+            ImageLookup::Allowed { match_id, .. } => image.match_sets[match_id as usize].clone(),
             other => panic!("{other:?}"),
         };
     assert_eq!(ids(22), ["sgr-ssh"]);
@@ -101,10 +101,10 @@ fn no_default_route_without_a_zero_prefix() {
     );
     assert_eq!(c.ingress.lookup_addr("192.0.3.9".parse().unwrap()), None);
     assert_eq!(c.ingress.lookup(IpAddr::from([192, 0, 3, 9]), 6, L4::None), ImageLookup::NoRule);
-    // One class for both families; protocol -1 is a single class-only entry.
-    assert_eq!(c.ingress.classes, 1);
-    assert_eq!(c.ingress.ports.len(), 1);
-    assert_eq!(c.ingress.ports[0].prefix_len, PORT_KEY_CLASS_BITS);
+    // One class per family; protocol -1 is a single class-only entry in each.
+    assert_eq!(c.ingress.classes, 2);
+    assert_eq!(c.ingress.ports.len(), 2);
+    assert!(c.ingress.ports.iter().all(|e| e.prefix_len == PORT_KEY_CLASS_BITS));
 }
 
 #[test]
@@ -304,16 +304,17 @@ fn summary_and_json_shape() {
     let p = policy(vec![inbound("sgr-a", tcp(22, 22), &["10.0.0.0/8", "2001:db8::/32"])]);
     let c = compile(&p, &Limits::default()).unwrap();
     let s = c.ingress.summary();
+    // One class per family, so one port entry per family; one match set.
     assert_eq!(
         (s.rules, s.prefixes_v4, s.prefixes_v6, s.classes, s.port_entries, s.match_sets),
-        (1, 1, 1, 1, 1, 1)
+        (1, 1, 1, 2, 2, 1)
     );
-    assert_eq!(s.map_bytes, (4 + 4 + 8 + 48) + (4 + 16 + 8 + 48) + (4 + 8 + 4 + 48));
+    assert_eq!(s.map_bytes, (4 + 4 + 8 + 48) + (4 + 16 + 8 + 48) + 2 * (4 + 8 + 8 + 48));
     let json = serde_json::to_value(&c.ingress).unwrap();
     assert_eq!(json["addr4"][0], serde_json::json!({"net": "10.0.0.0/8", "class": 0, "flags": 0}));
     assert_eq!(
         json["ports"][0],
-        serde_json::json!({"prefix_len": 56, "class": 0, "proto": 6, "port": 22, "match_id": 0})
+        serde_json::json!({"prefix_len": 56, "class": 0, "proto": 6, "port": 22, "match_id": 0, "flags": 0})
     );
     assert_eq!(json["match_sets"], serde_json::json!([["sgr-a"]]));
 }
@@ -348,4 +349,63 @@ fn a_hundred_thousand_prefixes_compile() {
         evaluator::verdict(&p, Direction::Ingress, &probe)
     );
     assert_eq!(c.ingress.judge(Direction::Ingress, &probe).rules, ["sgr-0"]);
+}
+
+fn cidr_rule(id: &str, direction: Direction, protocol: Protocol, cidr: &str) -> ResolvedRule {
+    let source = if cidr.contains(':') {
+        PeerSource::CidrIpv6(cidr.to_owned())
+    } else {
+        PeerSource::Cidr(cidr.to_owned())
+    };
+    ResolvedRule { source, ..rule(id, direction, protocol, &[cidr]) }
+}
+
+/// The connection-tracking page's example, compiled: http from everywhere with
+/// everything allowed out is untracked, per family; ssh from one host is not.
+#[test]
+fn untracked_flags_follow_the_documented_example() {
+    use sgmirror_common::{FLAG_UNTRACKED_TCP, FLAG_UNTRACKED_UDP};
+    let example = InterfacePolicy {
+        ingress: vec![
+            cidr_rule("sgr-ssh", Direction::Ingress, tcp(22, 22), "203.0.113.1/32"),
+            cidr_rule("sgr-http4", Direction::Ingress, tcp(80, 80), "0.0.0.0/0"),
+            cidr_rule("sgr-http6", Direction::Ingress, tcp(80, 80), "::/0"),
+        ],
+        egress: vec![
+            cidr_rule("sgr-out4", Direction::Egress, Protocol::All, "0.0.0.0/0"),
+            cidr_rule("sgr-out6", Direction::Egress, Protocol::All, "::/0"),
+        ],
+        ..policy(Vec::new())
+    };
+    let flags = |c: &CompiledInterface, direction: Direction, peer: &str, port: u16| match c
+        .image(direction)
+        .lookup(peer.parse().unwrap(), proto::TCP, L4::Ports { src: port, dst: port })
+    {
+        ImageLookup::Allowed { flags, .. } => flags,
+        other => panic!("{other:?}"),
+    };
+    let c = compile(&example, &Limits::default()).unwrap();
+    assert_eq!(flags(&c, Direction::Ingress, "198.51.100.9", 80), FLAG_UNTRACKED_TCP);
+    assert_eq!(flags(&c, Direction::Ingress, "2001:db8::9", 80), FLAG_UNTRACKED_TCP);
+    // The /32 class inherits the /0 rule: port 80 from the admin host is untracked
+    // too, port 22 (only the /32 rule) is not.
+    assert_eq!(flags(&c, Direction::Ingress, "203.0.113.1", 80), FLAG_UNTRACKED_TCP);
+    assert_eq!(flags(&c, Direction::Ingress, "203.0.113.1", 22), 0);
+    // Outbound: ingress has no all-ports rule, so the egress entries are tracked.
+    assert_eq!(flags(&c, Direction::Egress, "198.51.100.9", 80), 0);
+    // Without the IPv4 outbound rule, IPv4 is tracked and IPv6 is not.
+    let mut v6_only = example.clone();
+    v6_only.egress.remove(0);
+    let c = compile(&v6_only, &Limits::default()).unwrap();
+    assert_eq!(flags(&c, Direction::Ingress, "198.51.100.9", 80), 0);
+    assert_eq!(flags(&c, Direction::Ingress, "2001:db8::9", 80), FLAG_UNTRACKED_TCP);
+    // Everything allowed both ways: the class-only entries serve TCP and UDP.
+    let mut open = example;
+    open.ingress.push(cidr_rule("sgr-all4", Direction::Ingress, Protocol::All, "0.0.0.0/0"));
+    let c = compile(&open, &Limits::default()).unwrap();
+    let all = FLAG_UNTRACKED_TCP | FLAG_UNTRACKED_UDP;
+    assert_eq!(flags(&c, Direction::Egress, "198.51.100.9", 5), all);
+    assert_eq!(flags(&c, Direction::Ingress, "198.51.100.9", 5), all);
+    let json = serde_json::to_value(&c.egress).unwrap();
+    assert!(json["ports"].as_array().unwrap().iter().any(|e| e["flags"] == all), "{json}");
 }
