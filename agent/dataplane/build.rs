@@ -8,9 +8,10 @@
 //!   (`/usr/lib/rustlib/bpfel-unknown-none`), run with `RUSTC_BOOTSTRAP=1`;
 //! * a rustup nightly with `rust-src` (`-Z build-std=core`).
 //!
-//! Both link with `bpf-linker`. The nested build writes to `<root>/target/ebpf`
-//! rather than `OUT_DIR`, so it is shared by the debug and release builds of the
-//! agent and only recompiles when the eBPF sources change.
+//! Both link with `bpf-linker`. The nested build writes to `<target>/ebpf`, where
+//! `<target>` is `CARGO_TARGET_DIR` when set and `<root>/target` otherwise, rather
+//! than `OUT_DIR`, so it is shared by the debug and release builds of the agent and
+//! only recompiles when the eBPF sources change.
 
 use std::env;
 use std::ffi::OsString;
@@ -72,6 +73,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     if let Err(message) = build(&root, &programs, &out_dir) {
         eprintln!("error: building the eBPF programs failed: {message}");
@@ -88,7 +90,11 @@ fn build(root: &Path, programs: &Path, out_dir: &Path) -> Result<(), String> {
              nor a rustup nightly with rust-src; {SETUP_HINT}"
         )
     })?;
-    let target_dir = root.join("target/ebpf");
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| if dir.is_absolute() { dir } else { root.join(dir) })
+        .unwrap_or_else(|| root.join("target"))
+        .join("ebpf");
     let mut cmd = match &toolchain {
         Toolchain::Debian => Command::new(DEBIAN_CARGO),
         Toolchain::Nightly { rustup } => Command::new(rustup),

@@ -156,3 +156,92 @@ impl Drop for UdpCounter {
         }
     }
 }
+
+/// A TCP server that echoes what it reads, in the current thread's namespace (start
+/// it inside [`in_netns`] to put it in a peer namespace).
+pub struct TcpEcho {
+    _server: std::thread::JoinHandle<()>,
+}
+
+impl TcpEcho {
+    /// Listens on `addr` and echoes every connection until the process ends.
+    pub fn start(addr: SocketAddr) -> TcpEcho {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("listening on {addr}: {e}"));
+        let server = std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut stream = stream;
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        TcpEcho { _server: server }
+    }
+}
+
+/// A UDP server that sends every datagram back to its sender.
+pub struct UdpEcho {
+    _server: std::thread::JoinHandle<()>,
+}
+
+impl UdpEcho {
+    /// Echoes datagrams on `addr` until the process ends.
+    pub fn start(addr: SocketAddr) -> UdpEcho {
+        let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        });
+        UdpEcho { _server: server }
+    }
+}
+
+/// A TCP connection made from the current namespace, with helpers that turn
+/// "did the bytes arrive" into a bool.
+pub struct Conn {
+    stream: std::net::TcpStream,
+}
+
+impl Conn {
+    /// Connects from `src` to `dst` (current thread's namespace).
+    pub fn open(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Option<Conn> {
+        let socket = Socket::new(domain(src), Type::STREAM, Some(Protocol::TCP)).expect("tcp socket");
+        socket.bind(&SockAddr::from(SocketAddr::new(src, 0))).expect("binding the source");
+        socket.connect_timeout(&SockAddr::from(dst), timeout).ok()?;
+        let stream: std::net::TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_millis(1500))).expect("read timeout");
+        Some(Conn { stream })
+    }
+
+    /// Sends `msg` and waits for the echo; `true` when it came back whole.
+    pub fn echo(&mut self, msg: &[u8]) -> bool {
+        use std::io::{Read, Write};
+        if self.stream.write_all(msg).is_err() {
+            return false;
+        }
+        let mut got = vec![0u8; msg.len()];
+        self.stream.read_exact(&mut got).is_ok() && got == msg
+    }
+
+    /// Local address of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+}
+
+/// Sends one UDP datagram from `src` to `dst` (current namespace) and waits up to
+/// `timeout` for an answer; `true` when one came.
+pub fn udp_roundtrip(socket: &UdpSocket, dst: SocketAddr, timeout: Duration) -> bool {
+    socket.set_read_timeout(Some(timeout)).expect("read timeout");
+    socket.send_to(b"question", dst).expect("sending");
+    let mut buf = [0u8; 64];
+    socket.recv_from(&mut buf).is_ok()
+}

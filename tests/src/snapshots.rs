@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 /// One inbound or outbound rule with a CIDR peer.
+#[derive(Clone, Copy, Debug)]
 pub struct Rule<'a> {
     /// `sgr-…`.
     pub id: &'a str,

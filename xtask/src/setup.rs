@@ -11,12 +11,17 @@
 //! Both link with `bpf-linker`. When neither is complete, (a) is installed: its Debian
 //! packages, then `bpf-linker` built against Debian's LLVM 22. Everything is checked
 //! before anything is installed, so a second run does nothing.
+//!
+//! The tests also need `promtool` (to validate the metrics exposition and the alerting
+//! rules). It comes from Debian's `prometheus` package, which is downloaded and
+//! unpacked under `target/tools/prometheus/` with `dpkg -x` — never installed, so no
+//! Prometheus service is set up or started on the machine.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::util;
 
@@ -24,8 +29,10 @@ use crate::util;
 const DEBIAN_TOOLCHAIN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
 /// What building bpf-linker against Debian's LLVM 22 needs.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
-/// Tools the tests and the demo run: `ip`, `ping`, `ethtool`.
-const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "ethtool"];
+/// Tools the tests and the demo run: `ip`, `ping`, `ethtool`, `curl`.
+const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "ethtool", "curl"];
+/// The Debian package that ships `promtool`.
+const PROMTOOL_PACKAGE: &str = "prometheus";
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
@@ -71,6 +78,8 @@ struct State {
     toolchain: Option<Toolchain>,
     linker: Option<(PathBuf, String)>,
     missing_test_packages: Vec<&'static str>,
+    /// `promtool`, unpacked from Debian's package under `target/tools/`.
+    promtool: Option<PathBuf>,
 }
 
 impl State {
@@ -81,11 +90,15 @@ impl State {
             (p, version.trim().to_owned())
         });
         let missing_test_packages = TEST_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
-        State { toolchain, linker, missing_test_packages }
+        let promtool = Some(promtool_path()).filter(|p| util::is_executable(p));
+        State { toolchain, linker, missing_test_packages, promtool }
     }
 
     fn complete(&self) -> bool {
-        self.toolchain.is_some() && self.linker.is_some() && self.missing_test_packages.is_empty()
+        self.toolchain.is_some()
+            && self.linker.is_some()
+            && self.missing_test_packages.is_empty()
+            && self.promtool.is_some()
     }
 
     fn print(&self) {
@@ -105,6 +118,13 @@ impl State {
         for p in TEST_PACKAGES {
             let status = if self.missing_test_packages.contains(p) { "missing" } else { "ok" };
             say(&format!("Debian package {p} … {status}"));
+        }
+        match &self.promtool {
+            Some(path) => say(&format!("promtool: {} … ok", path.display())),
+            None => say(&format!(
+                "promtool: {} … missing (unpacked from Debian's {PROMTOOL_PACKAGE} package)",
+                promtool_path().display()
+            )),
         }
     }
 
@@ -169,13 +189,13 @@ fn ready(state: &State) -> Result<Ready> {
 fn install(state: &State) -> Result<()> {
     let packages = state.packages_to_install();
     let build_linker = state.linker.is_none();
-    if packages.is_empty() && !build_linker {
+    if state.toolchain.is_none() && packages.is_empty() && !build_linker {
         bail!(
             "the Debian packages {} are installed but the toolchain is incomplete ({DEBIAN_RUSTC}, {DEBIAN_CARGO} or {DEBIAN_BPF_CORE} missing); reinstall them with `apt-get install --reinstall`",
             DEBIAN_TOOLCHAIN_PACKAGES.join(" ")
         );
     }
-    if !util::is_root() {
+    if (!packages.is_empty() || build_linker) && !util::is_root() {
         let mut what = packages.join(" ");
         if build_linker {
             what.push_str(if what.is_empty() { "bpf-linker" } else { " and bpf-linker" });
@@ -217,7 +237,84 @@ fn install(state: &State) -> Result<()> {
             .current_dir(std::env::temp_dir());
         util::run_loud("setup", &mut cmd)?;
     }
+    if state.promtool.is_none() {
+        fetch_promtool()?;
+    }
     Ok(())
+}
+
+/// Where `promtool` is unpacked; the tests look for it there (or in `$PROMTOOL`).
+pub fn promtool_path() -> PathBuf {
+    tools_dir().join("prometheus/usr/bin/promtool")
+}
+
+/// `<repo>/target/tools`: a fixed place, whatever `CARGO_TARGET_DIR` says, so the tests
+/// find the tools without asking cargo.
+fn tools_dir() -> PathBuf {
+    util::repo_root().join("target").join("tools")
+}
+
+/// Downloads Debian's `prometheus` package and unpacks it under `target/tools/` with
+/// `dpkg -x`: promtool without installing (or starting) the Prometheus service.
+fn fetch_promtool() -> Result<()> {
+    if util::find_in_path("apt-get").is_none() || util::find_in_path("dpkg").is_none() {
+        bail!(
+            "promtool is missing and apt-get/dpkg are not available: put a promtool binary at {} or set PROMTOOL",
+            promtool_path().display()
+        );
+    }
+    let dir = tools_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for old in debs_in(&dir)? {
+        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    say(&format!("downloading Debian's {PROMTOOL_PACKAGE} package for promtool (not installing it)"));
+    let download = || {
+        let mut cmd = apt();
+        // Root downloads into a directory the `_apt` sandbox user may not reach.
+        cmd.args(["-q", "-o", "APT::Sandbox::User=root", "download", PROMTOOL_PACKAGE]).current_dir(&dir);
+        util::run_loud("setup", &mut cmd)
+    };
+    if let Err(first) = download() {
+        if !util::is_root() {
+            return Err(first.context(
+                "the package lists may be missing; `apt-get update` needs root: run `cargo xtask setup` as root",
+            ));
+        }
+        say("download failed; refreshing the package lists and trying again");
+        util::run_loud("setup", apt().args(["-q", "update"]))?;
+        download()?;
+    }
+    let deb = debs_in(&dir)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("apt-get download left no {PROMTOOL_PACKAGE}_*.deb in {}", dir.display()))?;
+    let unpacked = dir.join("prometheus");
+    util::run_loud("setup", Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
+    std::fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))?;
+    if !util::is_executable(&promtool_path()) {
+        bail!("{} holds no usr/bin/promtool", deb.display());
+    }
+    say(&format!("promtool: {} … ok", promtool_path().display()));
+    Ok(())
+}
+
+/// The downloaded `prometheus_*.deb` files in `dir`.
+fn debs_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut debs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if is_promtool_deb(name) {
+            debs.push(path);
+        }
+    }
+    debs.sort();
+    Ok(debs)
+}
+
+fn is_promtool_deb(file_name: &str) -> bool {
+    file_name.starts_with(&format!("{PROMTOOL_PACKAGE}_")) && file_name.ends_with(".deb")
 }
 
 fn apt() -> Command {
@@ -291,6 +388,7 @@ mod tests {
             toolchain: Some(Toolchain::Nightly),
             linker: Some((PathBuf::from("/x/bpf-linker"), "bpf-linker 0.13.0".into())),
             missing_test_packages: vec![],
+            promtool: Some(PathBuf::from("/x/promtool")),
         };
         assert!(state.complete());
         assert!(state.packages_to_install().is_empty());
@@ -302,9 +400,30 @@ mod tests {
             toolchain: Some(Toolchain::Nightly),
             linker: Some((PathBuf::from("/x/bpf-linker"), String::new())),
             missing_test_packages: vec!["iputils-ping"],
+            promtool: Some(PathBuf::from("/x/promtool")),
         };
         assert!(!state.complete());
         assert_eq!(state.packages_to_install(), ["iputils-ping"]);
+    }
+
+    #[test]
+    fn a_missing_promtool_makes_setup_incomplete_but_installs_no_package() {
+        let state = State {
+            toolchain: Some(Toolchain::Nightly),
+            linker: Some((PathBuf::from("/x/bpf-linker"), String::new())),
+            missing_test_packages: vec![],
+            promtool: None,
+        };
+        assert!(!state.complete());
+        assert!(state.packages_to_install().is_empty(), "promtool is unpacked, not installed");
+    }
+
+    #[test]
+    fn promtool_lives_under_the_repository_target_tools() {
+        assert_eq!(promtool_path(), util::repo_root().join("target/tools/prometheus/usr/bin/promtool"));
+        assert!(is_promtool_deb("prometheus_2.42.0+ds-5+deb12u1_amd64.deb"));
+        assert!(!is_promtool_deb("prometheus-node-exporter_1.5.0-1_amd64.deb"));
+        assert!(!is_promtool_deb("prometheus_2.42.0.deb.partial"));
     }
 
     #[test]

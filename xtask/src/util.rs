@@ -96,7 +96,8 @@ pub fn find_cargo_tool(name: &str) -> Option<PathBuf> {
     })
 }
 
-fn is_executable(p: &Path) -> bool {
+/// Whether `p` is a file with an execute bit.
+pub fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }

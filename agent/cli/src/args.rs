@@ -21,22 +21,40 @@ pub struct Cli {
 pub enum Command {
     /// Enforce a snapshot's security groups on local links until SIGINT/SIGTERM.
     ///
-    /// Every interface (ENI) is resolved and compiled before anything is attached: a
-    /// bad snapshot or a policy that does not fit attaches nothing. Without --bind,
-    /// the snapshot's own interfaces are matched to local links by MAC address. On
-    /// exit the programs are detached and a summary of the counters is printed.
+    /// Inbound rules are enforced by an XDP program, outbound rules by a TC program;
+    /// both share a flow table per interface, so replies to allowed flows pass both
+    /// ways as AWS's connection tracking lets them. Every interface (ENI) is resolved,
+    /// compiled and verified before anything is attached: a bad snapshot or a policy
+    /// that does not fit attaches nothing. Without --bind, the snapshot's own
+    /// interfaces are matched to local links by MAC address. The snapshot file is
+    /// watched; a changed policy replaces the old one atomically. On exit the programs
+    /// are detached and a summary of the counters is printed.
     Run(RunArgs),
     /// Resolve and compile a snapshot without touching the kernel, and report per
     /// interface: rules, prefixes per family, permission classes, map sizes, warnings.
     Compile(CompileArgs),
-    /// Judge one new packet (no flow state) against an interface's policy and say
-    /// why: `{"verdict": "allow"|"drop", "reason": ..., "rules": [...]}` with --json.
+    /// Judge one packet against an interface's policy and say why:
+    /// `{"verdict": "allow"|"drop", "reason": ..., "rules": [...]}` with --json.
+    ///
+    /// Without --trace the packet is new (no flow state); with --trace the packets of
+    /// the trace are judged first, so the answer can be "tracked".
     ///
     /// Without --kernel the reference evaluator answers; with --kernel a frame is built
     /// and run through the real XDP program (BPF_PROG_TEST_RUN) loaded with private
     /// maps filled from the snapshot, never the live ones. Exit status is 0 for either
     /// verdict and non-zero only for errors.
     Explain(ExplainArgs),
+    /// Report the rules that are probably mistakes, and nothing about those that are
+    /// fine: sensitive ports (SSH, RDP, databases, ...) open to 0.0.0.0/0 or ::/0, host
+    /// addresses with short prefixes (203.0.113.5/0 is the whole internet to AWS), very
+    /// wide port ranges, references to groups or prefix lists that cannot be resolved,
+    /// and, with --hits, rules a running agent never matched.
+    ///
+    /// Findings are sorted by severity (high, medium, low), then rule id; with --json
+    /// stdout is exactly one `{"findings": [...]}` document. Lint is advisory: the exit
+    /// status is 0 with or without findings, 2 with --fail-on when a finding at or
+    /// above that severity exists, and 1 for errors (a bad snapshot or hits file).
+    Lint(LintArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,12 +97,86 @@ pub struct RunArgs {
     /// How to attach the XDP program.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
+    /// How to attach the egress program: TCX where the kernel has it (6.6+), else a
+    /// clsact qdisc filter.
+    #[arg(long, value_enum, default_value_t = TcModeArg::Auto)]
+    pub tc_mode: TcModeArg,
     /// On exit, also write the counters and per-rule hits as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
     /// Log the counters every SECS seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
+    /// Check the snapshot file for changes every MS milliseconds (also on SIGHUP); a
+    /// changed policy is swapped in atomically, a bad one is refused and the last good
+    /// policy stays enforced.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub poll_interval_ms: u64,
+    /// Capacity of each link's flow table; the least recently used flows are evicted
+    /// when it is full.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub flow_capacity: u32,
+    /// Where the state shared by successive policy generations of a link (counters,
+    /// flow and fragment tables) is pinned in bpffs; mounted at /sys/fs/bpf if needed.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/sgmirror")]
+    pub pin_root: PathBuf,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
+    /// Serve Prometheus metrics (text format) on ADDR, at /metrics. Failing to bind
+    /// is logged and does not stop enforcement.
+    #[arg(long, value_name = "ADDR", default_value_t = crate::metrics::DEFAULT_ADDR)]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+/// Idle timeouts of tracked flows, in seconds. Each overrides, for every interface,
+/// AWS's default and the interface's `ConnectionTrackingConfiguration`.
+#[derive(Debug, Args, Default, Clone, Copy)]
+pub struct TimeoutArgs {
+    /// Established TCP (AWS default 432000).
+    #[arg(long, value_name = "SECS")]
+    pub tcp_established_timeout: Option<u32>,
+    /// TCP opening or closing (default 120; AWS documents none).
+    #[arg(long, value_name = "SECS")]
+    pub tcp_other_timeout: Option<u32>,
+    /// UDP, one direction or a single request/response (AWS default 30).
+    #[arg(long, value_name = "SECS")]
+    pub udp_timeout: Option<u32>,
+    /// UDP with more than one request/response (AWS default 180).
+    #[arg(long, value_name = "SECS")]
+    pub udp_stream_timeout: Option<u32>,
+    /// ICMP and ICMPv6 (default 30; AWS documents none).
+    #[arg(long, value_name = "SECS")]
+    pub icmp_timeout: Option<u32>,
+    /// Other protocols (AWS: 600).
+    #[arg(long, value_name = "SECS")]
+    pub other_timeout: Option<u32>,
+}
+
+impl TimeoutArgs {
+    /// `base` with every timeout given on the command line replaced.
+    pub fn apply(&self, base: sgmirror_common::Timeouts) -> sgmirror_common::Timeouts {
+        sgmirror_common::Timeouts {
+            tcp_established: self.tcp_established_timeout.unwrap_or(base.tcp_established),
+            tcp_other: self.tcp_other_timeout.unwrap_or(base.tcp_other),
+            udp: self.udp_timeout.unwrap_or(base.udp),
+            udp_stream: self.udp_stream_timeout.unwrap_or(base.udp_stream),
+            icmp: self.icmp_timeout.unwrap_or(base.icmp),
+            other: self.other_timeout.unwrap_or(base.other),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcModeArg {
+    /// TCX where the kernel has it, a clsact filter otherwise.
+    Auto,
+    /// TCX only (Linux 6.6+): coexists with other TC programs.
+    Tcx,
+    /// A filter on a clsact qdisc (created if missing, removed if we created it).
+    Clsact,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +225,27 @@ pub struct ExplainArgs {
     /// ICMP/ICMPv6 code.
     #[arg(long, value_name = "C", default_value_t = 0)]
     pub icmp_code: u8,
+    /// ICMP/ICMPv6 echo identifier.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    pub icmp_id: u16,
+    /// TCP flags as letters: S (SYN), A (ACK), F (FIN), R (RST). A new connection
+    /// starts with S.
+    #[arg(long, value_name = "FLAGS", default_value = "S")]
+    pub tcp_flags: String,
+    /// Packets seen before the judged one, so that it can be part of a tracked flow:
+    /// a JSON array of `{"direction": "ingress"|"egress", "proto", "src", "dst",
+    /// "sport", "dport", "icmp_type", "icmp_code", "icmp_id", "tcp_flags",
+    /// "after_ms", "quotes"}` (`after_ms`: time since the previous packet; `quotes`:
+    /// index of the entry an ICMP error quotes).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Milliseconds between the last trace packet and the judged one.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub after_ms: u64,
+    /// For an ICMP error: index of the trace entry it quotes (default: a flow that is
+    /// not tracked).
+    #[arg(long, value_name = "N")]
+    pub quotes: Option<usize>,
     /// Ask the real XDP program (BPF_PROG_TEST_RUN, private maps) instead of the
     /// reference evaluator. Needs root (CAP_BPF, CAP_NET_ADMIN).
     #[arg(long)]
@@ -140,4 +253,34 @@ pub struct ExplainArgs {
     /// Print exactly one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArg,
+    /// Only the rules of these interfaces (repeatable); default: the snapshot's own
+    /// interfaces. A rule shared by several is reported once.
+    #[arg(long = "interface", value_name = "ENI_ID")]
+    pub interfaces: Vec<String>,
+    /// Print exactly one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// A running agent's counters (the file `sgmirror run --summary-json` writes):
+    /// rules listed with 0 packets are reported as unused.
+    #[arg(long, value_name = "FILE")]
+    pub hits: Option<PathBuf>,
+    /// Exit with status 2 when a finding of this severity or higher exists.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub fail_on: Option<SeverityArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeverityArg {
+    /// Exposes the instance now.
+    High,
+    /// Probably not what was meant.
+    Medium,
+    /// Clutter.
+    Low,
 }

@@ -5,10 +5,16 @@ mod args;
 mod bindings;
 mod cmd_compile;
 mod cmd_explain;
+mod cmd_lint;
 mod cmd_run;
+mod enforcer;
+mod bpffs;
 mod links;
+mod metrics;
+mod droplog;
 mod packet_arg;
 mod summary;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -22,6 +28,7 @@ fn main() -> ExitCode {
         args::Command::Run(a) => cmd_run::run(&a),
         args::Command::Compile(a) => cmd_compile::run(&a),
         args::Command::Explain(a) => cmd_explain::run(&a),
+        args::Command::Lint(a) => cmd_lint::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,6 @@
 //! What `run` reports on exit: counters by direction, verdict and reason, and hits
 //! per rule (`sgr-` id), mapped back from the kernel's match sets.
 
-use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sgmirror_common::{direction, reason, verdict};
@@ -31,6 +30,11 @@ pub struct InterfaceSummary {
     pub link: String,
     pub mode: &'static str,
     pub xdp_mode: String,
+    pub tc_mode: String,
+    /// Policy generations applied (1 = the first).
+    pub generation: u64,
+    /// Entries in the flow table at exit.
+    pub flows: usize,
     pub counters: Vec<CounterRow>,
     pub rule_hits: Vec<RuleHits>,
 }
@@ -66,22 +70,13 @@ pub fn counter_rows(stats: &Stats) -> Vec<CounterRow> {
     rows
 }
 
-/// Hits per rule: a packet allowed through match set `m` is a hit for every rule in it.
-/// Every rule of `rule_ids` is listed, with 0 when it allowed nothing.
-pub fn rule_hits(rule_ids: &[String], match_sets: &[Vec<String>], hits: &[u64]) -> Vec<RuleHits> {
-    let mut per_rule: BTreeMap<&str, u64> = rule_ids.iter().map(|r| (r.as_str(), 0)).collect();
-    for (set, count) in match_sets.iter().zip(hits) {
-        for rule in set {
-            *per_rule.entry(rule.as_str()).or_default() += count;
-        }
-    }
-    per_rule.into_iter().map(|(rule, packets)| RuleHits { rule: rule.to_owned(), packets }).collect()
-}
-
 /// Human-readable form, for stdout.
 pub fn print(summary: &Summary) {
     for i in &summary.interfaces {
-        println!("{} on {} ({}, XDP {}):", i.interface_id, i.link, i.mode, i.xdp_mode);
+        println!(
+            "{} on {} ({}, XDP {}, TC {}, policy generation {}, {} flows):",
+            i.interface_id, i.link, i.mode, i.xdp_mode, i.tc_mode, i.generation, i.flows
+        );
         println!("  {:<8} {:<7} {:<10} {:>12} {:>14}", "DIR", "VERDICT", "REASON", "PACKETS", "BYTES");
         for c in &i.counters {
             println!("  {:<8} {:<7} {:<10} {:>12} {:>14}", c.direction, c.verdict, c.reason, c.packets, c.bytes);
@@ -90,19 +85,5 @@ pub fn print(summary: &Summary) {
         for r in &i.rule_hits {
             println!("  {:<40} {:>12}", r.rule, r.packets);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hit_on_a_set_counts_for_each_of_its_rules() {
-        let rules = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        let sets = vec![vec!["a".to_owned()], vec!["a".to_owned(), "b".to_owned()]];
-        let hits = rule_hits(&rules, &sets, &[3, 4]);
-        let got: Vec<_> = hits.iter().map(|h| (h.rule.as_str(), h.packets)).collect();
-        assert_eq!(got, [("a", 7), ("b", 4), ("c", 0)]);
     }
 }

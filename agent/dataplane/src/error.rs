@@ -13,7 +13,7 @@ pub enum DataplaneError {
     /// The object lacks a map the agent needs (an object and agent of different builds).
     #[error("the eBPF object has no map `{0}`")]
     MissingMap(&'static str),
-    /// The object lacks the XDP program.
+    /// The object lacks a program.
     #[error("the eBPF object has no program `{0}`")]
     MissingProgram(&'static str),
     /// A map could not be read or written.
@@ -25,9 +25,15 @@ pub enum DataplaneError {
         #[source]
         source: MapError,
     },
-    /// The verifier rejected the program, or the kernel refused to load it.
-    #[error("loading the XDP program into the kernel (verifier)")]
-    Verifier(#[source] ProgramError),
+    /// The verifier rejected a program, or the kernel refused to load it.
+    #[error("loading the program `{program}` into the kernel (verifier)")]
+    Verifier {
+        /// The program's name.
+        program: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: ProgramError,
+    },
     /// The kernel's information about the program could not be read.
     #[error("reading the program's kernel information")]
     ProgramInfo(#[source] ProgramError),
@@ -44,8 +50,10 @@ pub enum DataplaneError {
     #[error("cannot tell the outcome of the test run from the counters: {0}")]
     Counters(String),
     /// Attaching to a link failed.
-    #[error("attaching XDP to {link} ({mode})")]
+    #[error("attaching {hook} to {link} ({mode})")]
     Attach {
+        /// `"XDP"` or `"TC egress"`.
+        hook: &'static str,
         /// Link name.
         link: String,
         /// Requested mode.
@@ -54,9 +62,11 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
-    /// Replacing the program on a link failed.
-    #[error("replacing the XDP program on {link}")]
+    /// Replacing a program on a link failed.
+    #[error("replacing the {hook} program on {link}")]
     Replace {
+        /// `"XDP"` or `"TC egress"`.
+        hook: &'static str,
         /// Link name.
         link: String,
         /// What the kernel said.
@@ -64,13 +74,24 @@ pub enum DataplaneError {
         source: ProgramError,
     },
     /// Detaching from a link failed.
-    #[error("detaching XDP from {link}")]
+    #[error("detaching {hook} from {link}")]
     Detach {
+        /// `"XDP"`, `"TC egress"` or `"clsact qdisc"`.
+        hook: &'static str,
         /// Link name.
         link: String,
         /// What the kernel said.
         #[source]
         source: ProgramError,
+    },
+    /// The link's `clsact` qdisc could not be created or inspected.
+    #[error("setting up the clsact qdisc of {link}")]
+    Qdisc {
+        /// Link name.
+        link: String,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
     },
     /// The program is attached already (one program, one link).
     #[error("the program is attached to {0} already")]

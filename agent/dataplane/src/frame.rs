@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sgmirror_policy::model::{Fragment, L4, Packet, proto};
+use sgmirror_policy::model::{Embedded, Fragment, L4, Packet, Transport, proto};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -40,6 +40,12 @@ pub struct FrameOptions {
     pub src_mac: [u8; 6],
     /// Destination MAC.
     pub dst_mac: [u8; 6],
+    /// TCP flags, ICMP echo identifier, and the quoted header of an ICMP error.
+    /// `Transport::default()` gives the frames of the stateless tests: TCP SYN, echo
+    /// identifier 0x1234, and errors quoting a UDP datagram (port 33434 → 53) from
+    /// the packet's destination to its source. Any other value is used as given (an
+    /// error without `embedded` still quotes that datagram).
+    pub transport: Transport,
 }
 
 impl Default for FrameOptions {
@@ -52,6 +58,7 @@ impl Default for FrameOptions {
             payload_len: 0,
             src_mac: [0x02, 0, 0, 0, 0, 0x01],
             dst_mac: [0x02, 0, 0, 0, 0, 0x02],
+            transport: Transport::default(),
         }
     }
 }
@@ -213,6 +220,9 @@ fn transport(packet: &Packet, src: &IpAddr, dst: &IpAddr, opts: &FrameOptions) -
         L4::Icmp { icmp_type, code } => (icmp_type, code),
         _ => (0, 0),
     };
+    let legacy = opts.transport == Transport::default();
+    let tcp_flags = if legacy { 0x02 } else { opts.transport.tcp_flags };
+    let echo_id = if legacy { 0x1234 } else { opts.transport.icmp_id };
     let mut t = Vec::new();
     let checksum_at = match packet.proto {
         proto::TCP => {
@@ -220,7 +230,7 @@ fn transport(packet: &Packet, src: &IpAddr, dst: &IpAddr, opts: &FrameOptions) -
             t.extend_from_slice(&dport.to_be_bytes());
             t.extend_from_slice(&1u32.to_be_bytes()); // sequence
             t.extend_from_slice(&0u32.to_be_bytes()); // acknowledgement
-            t.extend_from_slice(&[5 << 4, 0x02]); // data offset 5, SYN
+            t.extend_from_slice(&[5 << 4, tcp_flags]); // data offset 5
             t.extend_from_slice(&0xffffu16.to_be_bytes());
             t.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
             Some(16)
@@ -234,9 +244,13 @@ fn transport(packet: &Packet, src: &IpAddr, dst: &IpAddr, opts: &FrameOptions) -
         }
         proto::ICMP | proto::ICMPV6 => {
             t.extend_from_slice(&[icmp_type, code, 0, 0]);
-            t.extend_from_slice(&[0x12, 0x34, 0, 1]); // identifier and sequence (or unused)
+            t.extend_from_slice(&echo_id.to_be_bytes()); // identifier (or unused)
+            t.extend_from_slice(&[0, 1]); // sequence (or unused)
             if is_icmp_error(packet, icmp_type) {
-                t.extend_from_slice(&embedded_header(src, dst));
+                match &opts.transport.embedded {
+                    Some(quoted) => t.extend_from_slice(&quoted_packet(quoted)),
+                    None => t.extend_from_slice(&embedded_header(src, dst)),
+                }
             }
             Some(2)
         }
@@ -285,6 +299,45 @@ fn embedded_header(src: &IpAddr, dst: &IpAddr) -> Vec<u8> {
         }
     }
     h.extend_from_slice(&udp);
+    h
+}
+
+/// The IP header and first 8 bytes of the packet an ICMP error quotes: an IPv4
+/// header without options, or a 40-byte IPv6 header (no extension headers), then the
+/// ports (TCP, UDP and, when given, other protocols) or the ICMP type, code and echo
+/// identifier.
+fn quoted_packet(q: &Embedded) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(8);
+    match q.l4 {
+        L4::Ports { src, dst } => {
+            l4.extend_from_slice(&src.to_be_bytes());
+            l4.extend_from_slice(&dst.to_be_bytes());
+            // TCP: the sequence number; UDP: length and checksum.
+            l4.extend_from_slice(&[0, 8, 0, 0]);
+        }
+        L4::Icmp { icmp_type, code } => {
+            l4.extend_from_slice(&[icmp_type, code, 0, 0]);
+            l4.extend_from_slice(&q.icmp_id.to_be_bytes());
+            l4.extend_from_slice(&[0, 1]);
+        }
+        L4::None => l4.resize(8, 0),
+    }
+    let mut h = Vec::with_capacity(48 + 8);
+    match (q.src, q.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            h.extend_from_slice(&[0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, q.proto, 0, 0]);
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            let sum = checksum(&h, 0);
+            h[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        (s, d) => {
+            h.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, q.proto, 64]);
+            h.extend_from_slice(&v6(s).octets());
+            h.extend_from_slice(&v6(d).octets());
+        }
+    }
+    h.extend_from_slice(&l4);
     h
 }
 
@@ -396,6 +449,60 @@ mod tests {
         assert_eq!(seen, [0, 60, 43, 51, 44]);
         assert_eq!(off, layout.l4);
         assert_eq!(u16::from_be_bytes([f[ip + 4], f[ip + 5]]) as usize, f.len() - ip - 40);
+    }
+
+    #[test]
+    fn transport_sets_flags_echo_ids_and_the_quoted_packet() {
+        let syn_ack = packet("10.0.0.5", "192.0.2.1", proto::TCP, L4::Ports { src: 80, dst: 4000 }, Fragment::None);
+        let opts = FrameOptions {
+            transport: Transport { tcp_flags: 0x12, ..Transport::default() },
+            ..Default::default()
+        };
+        let (f, layout) = build_with_layout(&syn_ack, &opts);
+        assert_eq!(f[layout.l4 + 13], 0x12);
+        // The default keeps the stateless tests' SYN.
+        let (f, layout) = build_with_layout(&syn_ack, &FrameOptions::default());
+        assert_eq!(f[layout.l4 + 13], 0x02);
+
+        let echo = packet("2001:db8::1", "2001:db8::2", proto::ICMPV6, L4::Icmp { icmp_type: 128, code: 0 }, Fragment::None);
+        let opts = FrameOptions { transport: Transport { icmp_id: 0xbeef, ..Transport::default() }, ..Default::default() };
+        let (f, layout) = build_with_layout(&echo, &opts);
+        assert_eq!(&f[layout.l4 + 4..layout.l4 + 6], &[0xbe, 0xef]);
+        let pseudo = pseudo_header_sum(&echo.src, &echo.dst, proto::ICMPV6, layout.ip_end - layout.l4);
+        assert_eq!(checksum(&f[layout.l4..layout.ip_end], pseudo), 0, "ICMPv6 checksum verifies");
+
+        let quoted = Embedded {
+            src: "2001:db8::2".parse().unwrap(),
+            dst: "2001:db8::9".parse().unwrap(),
+            proto: proto::TCP,
+            l4: L4::Ports { src: 5555, dst: 443 },
+            icmp_id: 0,
+        };
+        let too_big = packet("2001:db8::9", "2001:db8::2", proto::ICMPV6, L4::Icmp { icmp_type: 2, code: 0 }, Fragment::None);
+        let opts = FrameOptions { transport: Transport { embedded: Some(quoted), ..Transport::default() }, ..Default::default() };
+        let (f, layout) = build_with_layout(&too_big, &opts);
+        let q = layout.l4 + 8;
+        assert_eq!(layout.ip_end - q, 40 + 8);
+        assert_eq!(f[q] >> 4, 6);
+        assert_eq!(f[q + 6], proto::TCP);
+        assert_eq!(&f[q + 8..q + 24], &"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(&f[q + 40..q + 44], &[0x15, 0xb3, 0x01, 0xbb]);
+
+        let quoted4 = Embedded {
+            src: "10.0.0.5".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            proto: proto::ICMP,
+            l4: L4::Icmp { icmp_type: 8, code: 0 },
+            icmp_id: 77,
+        };
+        let exceeded = packet("192.0.2.1", "10.0.0.5", proto::ICMP, L4::Icmp { icmp_type: 11, code: 0 }, Fragment::None);
+        let opts = FrameOptions { transport: Transport { embedded: Some(quoted4), ..Transport::default() }, ..Default::default() };
+        let (f, layout) = build_with_layout(&exceeded, &opts);
+        let q = layout.l4 + 8;
+        assert_eq!(layout.ip_end - q, 28);
+        assert_eq!(checksum(&f[q..q + 20], 0), 0, "quoted header checksum verifies");
+        assert_eq!(&f[q + 20..q + 22], &[8, 0]);
+        assert_eq!(&f[q + 24..q + 26], &77u16.to_be_bytes());
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! sgmirror's kernel side, seen from userspace: the embedded XDP program (built from
-//! `ebpf/programs` by `build.rs`), its loader, attaching and replacing it on a link,
-//! its counters, and the frames to run it on with `BPF_PROG_TEST_RUN`.
+//! sgmirror's kernel side, seen from userspace: the embedded programs (built from
+//! `ebpf/programs` by `build.rs`) — XDP for a link's inbound rules, TC for its
+//! outbound rules, sharing one flow table — their loader, attaching and replacing
+//! them on a link, their counters and flow table, and the frames to run them on with
+//! `BPF_PROG_TEST_RUN`.
 //!
 //! ```no_run
-//! # fn demo(image: &sgmirror_policy::compile::MapImage) -> Result<(), sgmirror_dataplane::DataplaneError> {
-//! use sgmirror_dataplane::{LoadOptions, XdpAttachMode, load};
-//! let mut program = load(image, &LoadOptions::default())?; // verified, maps filled
-//! program.attach("eth0", XdpAttachMode::Auto)?;
+//! # fn demo(compiled: &sgmirror_policy::compile::CompiledInterface) -> Result<(), sgmirror_dataplane::DataplaneError> {
+//! use sgmirror_dataplane::{LoadOptions, TcAttachMode, XdpAttachMode, load};
+//! let mut program = load(compiled, &LoadOptions::default())?; // verified, maps filled
+//! program.attach("eth0", XdpAttachMode::Auto, TcAttachMode::Auto)?;
 //! let counters = program.stats()?;
+//! let flows = program.flow_count()?;
 //! # Ok(()) }
 //! ```
 
@@ -15,15 +18,17 @@ mod attach;
 mod error;
 pub mod frame;
 mod loader;
+mod qdisc;
+pub use qdisc::has_clsact;
 mod stats;
 mod testrun;
 
-pub use attach::{AttachedMode, XdpAttachMode};
+pub use attach::{Attached, AttachedMode, TcAttachMode, TcMode, XdpAttachMode};
 pub use error::DataplaneError;
 pub use frame::{FrameOptions, Layout};
-pub use loader::{LoadOptions, LoadedProgram, Mode, load};
+pub use loader::{DEFAULT_FLOW_CAPACITY, LoadOptions, LoadedProgram, Mode, VerifierReport, load};
 pub use stats::{DIRECTION_NAMES, Stats, VERDICT_NAMES};
-pub use testrun::{KernelDecision, Observation, model_reason, xdp_action};
+pub use testrun::{KernelDecision, Observation, model_reason, tc_action, xdp_action};
 
 /// The kernel programs: the ELF object `build.rs` compiled from `ebpf/programs`.
 pub fn object() -> &'static [u8] {

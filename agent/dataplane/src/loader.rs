@@ -1,29 +1,36 @@
-//! Loading the embedded object for one link: maps sized to and filled from a policy
-//! image, the mode set, the program through the verifier.
+//! Loading the embedded object for one link: the policy maps of both directions sized
+//! to and filled from a compiled policy, the mode and flow timeouts set, both
+//! programs through the verifier.
 //!
-//! Every load creates new policy maps (`ADDR4`, `ADDR6`, `PORTS`, `RULE_HITS`), so a
-//! new policy is a new *generation* that is complete before it sees a packet; it
-//! replaces the previous one on the link in one step (see [`LoadedProgram::replace`]).
-//! The state that must survive a generation change (`STATS`, `FRAGS`) can be shared
-//! through pinned maps.
+//! Every load creates new policy maps (`ADDR4`, `ADDR6`, `PORTS`, `RULE_HITS` and
+//! their egress twins), so a new policy is a new *generation* that is complete before
+//! it sees a packet; it replaces the previous one on the link in one step per hook
+//! (see [`LoadedProgram::replace`]). The state that must survive a generation change
+//! (`STATS`, `FRAGS`, `FLOWS`, `CLOCK`) is shared through pinned maps.
 
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        MapData, PerCpuArray,
+        HashMap, MapData, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::Xdp,
+    programs::{Program, SchedClassifier, Xdp},
 };
 use serde::Serialize;
-use sgmirror_common::{AddrValue, Counter, PortKey, PortValue, STATS_LEN, mode, names, stat_index};
-use sgmirror_policy::compile::MapImage;
+use sgmirror_common::{
+    AddrValue, Counter, FlowKey, FlowValue, FragKey, FragValue, PortKey, PortValue, STATS_LEN, Timeouts,
+    mode, names, stat_index,
+};
+use sgmirror_policy::compile::{CompiledInterface, MapImage};
+use sgmirror_policy::model::Direction;
 
 use crate::{DataplaneError, Stats, attach::Attachment, object};
 
-/// What the program does with packets the policy does not allow.
+/// What the programs do with packets the policy does not allow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -35,7 +42,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The value of the program's `MODE` global.
+    /// The value of the programs' `MODE` global.
     pub fn code(self) -> u32 {
         match self {
             Mode::Enforce => mode::ENFORCE,
@@ -44,24 +51,59 @@ impl Mode {
     }
 }
 
+/// Default size of the flow table: entries, each 40 + 16 bytes of key and value.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 65536;
+
 /// How to load one generation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Enforce or audit.
     pub mode: Mode,
-    /// Where the state shared by the generations of one link lives: `STATS` and
-    /// `FRAGS` are opened from (or created and pinned at) `<dir>/STATS` and
-    /// `<dir>/FRAGS`. `None`: every map is private to this load (tests, `explain`).
+    /// Where the state shared by the generations of one link lives: `STATS`, `FRAGS`,
+    /// `FLOWS` and `CLOCK` are opened from (or created and pinned at) `<dir>/<NAME>`.
+    /// `None`: every map is private to this load (tests, `explain`).
     pub shared_pin_dir: Option<PathBuf>,
+    /// Idle timeouts of the link's tracked flows.
+    pub timeouts: Timeouts,
+    /// Entries of the flow table (a least-recently-used table: a full one evicts).
+    /// Only used when the table is created; a pinned table keeps its size.
+    pub flow_capacity: u32,
 }
 
-/// A loaded (verified) program with its maps, attached to at most one link.
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            shared_pin_dir: None,
+            timeouts: Timeouts::DEFAULT,
+            flow_capacity: DEFAULT_FLOW_CAPACITY,
+        }
+    }
+}
+
+/// The maps shared by the generations of a link, pinned when a directory is given.
+const SHARED_MAPS: [&str; 4] = [names::STATS, names::FRAGS, names::FLOWS, names::CLOCK];
+
+/// What the verifier did with one program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifierReport {
+    /// Instructions the verifier processed (its measure of complexity), when the
+    /// kernel reports it.
+    pub verified_instructions: Option<u32>,
+    /// Wall time of the program load (mostly verification).
+    pub load_time: Duration,
+}
+
+/// Loaded (verified) programs with their maps, attached to at most one link.
 pub struct LoadedProgram {
-    // Declared before `ebpf` so that the link is dropped (detached) first.
+    // Declared before `ebpf` so that the links are dropped (detached) first.
     pub(crate) attachment: Option<Attachment>,
     pub(crate) ebpf: Ebpf,
     mode: Mode,
-    match_sets: usize,
+    /// Match sets of the ingress and egress images.
+    match_sets: [usize; 2],
+    /// Of the ingress and egress programs.
+    verifier: [VerifierReport; 2],
 }
 
 impl std::fmt::Debug for LoadedProgram {
@@ -74,41 +116,115 @@ impl std::fmt::Debug for LoadedProgram {
     }
 }
 
-/// Loads the ingress program with maps filled from `image`.
-pub fn load(image: &MapImage, opts: &LoadOptions) -> Result<LoadedProgram, DataplaneError> {
+/// Index of a direction in per-direction arrays.
+pub(crate) fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+/// The map names of one direction's policy: address tries, ports trie, hit counters.
+struct PolicyMaps {
+    addr4: &'static str,
+    addr6: &'static str,
+    ports: &'static str,
+    hits: &'static str,
+}
+
+fn policy_maps(direction: Direction) -> PolicyMaps {
+    match direction {
+        Direction::Ingress => PolicyMaps {
+            addr4: names::ADDR4,
+            addr6: names::ADDR6,
+            ports: names::PORTS,
+            hits: names::RULE_HITS,
+        },
+        Direction::Egress => PolicyMaps {
+            addr4: names::EADDR4,
+            addr6: names::EADDR6,
+            ports: names::EPORTS,
+            hits: names::ERULE_HITS,
+        },
+    }
+}
+
+/// Loads both programs with maps filled from `compiled`: ingress maps from
+/// `compiled.ingress`, egress maps from `compiled.egress`.
+pub fn load(compiled: &CompiledInterface, opts: &LoadOptions) -> Result<LoadedProgram, DataplaneError> {
     raise_memlock_limit();
     let mode = opts.mode.code();
     let mut loader = EbpfLoader::new();
+    if std::env::var_os("SGMIRROR_VERIFIER_LOG").is_some() {
+        // Debugging aid: the verifier's whole log in the error of a rejected program.
+        loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+    }
     loader
         .override_global(names::MODE, &mode, true)
-        .map_max_entries(names::ADDR4, capacity(image.addr4.len()))
-        .map_max_entries(names::ADDR6, capacity(image.addr6.len()))
-        .map_max_entries(names::PORTS, capacity(image.ports.len()))
-        .map_max_entries(names::RULE_HITS, capacity(image.match_sets.len()));
-    if let Some(dir) = &opts.shared_pin_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| DataplaneError::PinDir { path: dir.clone(), source })?;
+        .override_global(names::TIMEOUTS, &opts.timeouts, true)
+        .map_max_entries(names::FLOWS, opts.flow_capacity.max(1));
+    for direction in [Direction::Ingress, Direction::Egress] {
+        let image = compiled.image(direction);
+        let maps = policy_maps(direction);
         loader
-            .map_pin_path(names::STATS, dir.join(names::STATS))
-            .map_pin_path(names::FRAGS, dir.join(names::FRAGS));
+            .map_max_entries(maps.addr4, capacity(image.addr4.len()))
+            .map_max_entries(maps.addr6, capacity(image.addr6.len()))
+            .map_max_entries(maps.ports, capacity(image.ports.len()))
+            .map_max_entries(maps.hits, capacity(image.match_sets.len()));
+    }
+    if let Some(dir) = &opts.shared_pin_dir {
+        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir { path: dir.clone(), source })?;
+        for name in SHARED_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
     }
     let mut ebpf = loader.load(object()).map_err(DataplaneError::Load)?;
-    fill(&mut ebpf, image)?;
-    let program: &mut Xdp = ebpf
-        .program_mut(names::XDP_INGRESS)
-        .ok_or(DataplaneError::MissingProgram(names::XDP_INGRESS))?
-        .try_into()
-        .map_err(DataplaneError::Verifier)?;
-    program.load().map_err(DataplaneError::Verifier)?;
+    for direction in [Direction::Ingress, Direction::Egress] {
+        fill(&mut ebpf, policy_maps(direction), compiled.image(direction))?;
+    }
+    let xdp: &mut Xdp = program_mut(&mut ebpf, names::XDP_INGRESS)?;
+    let started = Instant::now();
+    xdp.load().map_err(|source| DataplaneError::Verifier { program: names::XDP_INGRESS, source })?;
+    let ingress = report(names::XDP_INGRESS, started, xdp.info());
+    let tc: &mut SchedClassifier = program_mut(&mut ebpf, names::TC_EGRESS)?;
+    let started = Instant::now();
+    tc.load().map_err(|source| DataplaneError::Verifier { program: names::TC_EGRESS, source })?;
+    let egress = report(names::TC_EGRESS, started, tc.info());
     tracing::debug!(
         mode = ?opts.mode,
-        prefixes_v4 = image.addr4.len(),
-        prefixes_v6 = image.addr6.len(),
-        port_entries = image.ports.len(),
-        match_sets = image.match_sets.len(),
-        "XDP program loaded"
+        prefixes_in = compiled.ingress.addr4.len() + compiled.ingress.addr6.len(),
+        prefixes_out = compiled.egress.addr4.len() + compiled.egress.addr6.len(),
+        match_sets_in = compiled.ingress.match_sets.len(),
+        match_sets_out = compiled.egress.match_sets.len(),
+        "programs loaded"
     );
-    Ok(LoadedProgram { attachment: None, ebpf, mode: opts.mode, match_sets: image.match_sets.len() })
+    Ok(LoadedProgram {
+        attachment: None,
+        ebpf,
+        mode: opts.mode,
+        match_sets: [compiled.ingress.match_sets.len(), compiled.egress.match_sets.len()],
+        verifier: [ingress, egress],
+    })
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
+    program.try_into().map_err(|source| DataplaneError::Verifier { program: name, source })
+}
+
+/// What the verifier did with a program loaded since `started`.
+fn report(
+    name: &'static str,
+    started: Instant,
+    info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
+) -> VerifierReport {
+    let load_time = started.elapsed();
+    let verified_instructions = info.ok().and_then(|i| i.verified_instruction_count());
+    tracing::debug!(program = name, ?verified_instructions, ?load_time, "program verified");
+    VerifierReport { verified_instructions, load_time }
 }
 
 /// `max_entries` for `n` entries: the kernel refuses maps of 0 entries.
@@ -125,62 +241,82 @@ fn raise_memlock_limit() {
     }
 }
 
-fn fill(ebpf: &mut Ebpf, image: &MapImage) -> Result<(), DataplaneError> {
-    let map = ebpf.map_mut(names::ADDR4).ok_or(DataplaneError::MissingMap(names::ADDR4))?;
+fn fill(ebpf: &mut Ebpf, maps: PolicyMaps, image: &MapImage) -> Result<(), DataplaneError> {
+    let map = ebpf.map_mut(maps.addr4).ok_or(DataplaneError::MissingMap(maps.addr4))?;
     let mut addr4: LpmTrie<&mut MapData, [u8; 4], AddrValue> =
-        LpmTrie::try_from(map).map_err(DataplaneError::map(names::ADDR4))?;
+        LpmTrie::try_from(map).map_err(DataplaneError::map(maps.addr4))?;
     for (net, value) in &image.addr4 {
         let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        addr4.insert(&key, value, 0).map_err(DataplaneError::map(names::ADDR4))?;
+        addr4.insert(&key, value, 0).map_err(DataplaneError::map(maps.addr4))?;
     }
-    let map = ebpf.map_mut(names::ADDR6).ok_or(DataplaneError::MissingMap(names::ADDR6))?;
+    let map = ebpf.map_mut(maps.addr6).ok_or(DataplaneError::MissingMap(maps.addr6))?;
     let mut addr6: LpmTrie<&mut MapData, [u8; 16], AddrValue> =
-        LpmTrie::try_from(map).map_err(DataplaneError::map(names::ADDR6))?;
+        LpmTrie::try_from(map).map_err(DataplaneError::map(maps.addr6))?;
     for (net, value) in &image.addr6 {
         let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        addr6.insert(&key, value, 0).map_err(DataplaneError::map(names::ADDR6))?;
+        addr6.insert(&key, value, 0).map_err(DataplaneError::map(maps.addr6))?;
     }
-    let map = ebpf.map_mut(names::PORTS).ok_or(DataplaneError::MissingMap(names::PORTS))?;
+    let map = ebpf.map_mut(maps.ports).ok_or(DataplaneError::MissingMap(maps.ports))?;
     let mut ports: LpmTrie<&mut MapData, PortKey, PortValue> =
-        LpmTrie::try_from(map).map_err(DataplaneError::map(names::PORTS))?;
+        LpmTrie::try_from(map).map_err(DataplaneError::map(maps.ports))?;
     for entry in &image.ports {
         ports
             .insert(&Key::new(entry.prefix_len, entry.key), entry.value, 0)
-            .map_err(DataplaneError::map(names::PORTS))?;
+            .map_err(DataplaneError::map(maps.ports))?;
     }
     Ok(())
 }
 
+fn sum_counters(per_cpu: &[Counter]) -> Counter {
+    per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
+        packets: sum.packets + c.packets,
+        bytes: sum.bytes + c.bytes,
+    })
+}
+
 impl LoadedProgram {
-    /// The mode the program was loaded with.
+    /// The mode the programs were loaded with.
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
-    /// Number of match sets (rule-hit counters) of the loaded image.
-    pub fn match_sets(&self) -> usize {
-        self.match_sets
+    /// Number of match sets (rule-hit counters) of one direction's image.
+    pub fn match_sets(&self, direction: Direction) -> usize {
+        self.match_sets[index(direction)]
     }
 
-    /// The kernel's id of the loaded program (as `bpftool prog` and `ip link` show it).
-    pub fn program_id(&self) -> Result<u32, DataplaneError> {
-        Ok(self.xdp()?.info().map_err(DataplaneError::ProgramInfo)?.id())
+    /// What the verifier reported for the program of one direction.
+    pub fn verifier_report(&self, direction: Direction) -> VerifierReport {
+        self.verifier[index(direction)]
+    }
+
+    /// The kernel's id of one direction's program (as `bpftool prog` shows it).
+    pub fn program_id(&self, direction: Direction) -> Result<u32, DataplaneError> {
+        let info = match direction {
+            Direction::Ingress => self.xdp()?.info(),
+            Direction::Egress => self.tc()?.info(),
+        };
+        Ok(info.map_err(DataplaneError::ProgramInfo)?.id())
     }
 
     pub(crate) fn xdp(&self) -> Result<&Xdp, DataplaneError> {
-        let program = self
-            .ebpf
-            .program(names::XDP_INGRESS)
-            .ok_or(DataplaneError::MissingProgram(names::XDP_INGRESS))?;
-        program.try_into().map_err(DataplaneError::Verifier)
+        let program =
+            self.ebpf.program(names::XDP_INGRESS).ok_or(DataplaneError::MissingProgram(names::XDP_INGRESS))?;
+        program.try_into().map_err(|source| DataplaneError::Verifier { program: names::XDP_INGRESS, source })
     }
 
     pub(crate) fn xdp_mut(&mut self) -> Result<&mut Xdp, DataplaneError> {
-        let program = self
-            .ebpf
-            .program_mut(names::XDP_INGRESS)
-            .ok_or(DataplaneError::MissingProgram(names::XDP_INGRESS))?;
-        program.try_into().map_err(DataplaneError::Verifier)
+        program_mut(&mut self.ebpf, names::XDP_INGRESS)
+    }
+
+    pub(crate) fn tc(&self) -> Result<&SchedClassifier, DataplaneError> {
+        let program =
+            self.ebpf.program(names::TC_EGRESS).ok_or(DataplaneError::MissingProgram(names::TC_EGRESS))?;
+        program.try_into().map_err(|source| DataplaneError::Verifier { program: names::TC_EGRESS, source })
+    }
+
+    pub(crate) fn tc_mut(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        program_mut(&mut self.ebpf, names::TC_EGRESS)
     }
 
     fn per_cpu_array<V: aya::Pod>(
@@ -191,16 +327,13 @@ impl LoadedProgram {
         PerCpuArray::try_from(map).map_err(DataplaneError::map(name))
     }
 
-    /// All counters, summed over CPUs.
+    /// All counters of both directions, summed over CPUs.
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
         let array = self.per_cpu_array::<Counter>(names::STATS)?;
         let counters = (0..STATS_LEN)
             .map(|i| {
                 let per_cpu = array.get(&i, 0).map_err(DataplaneError::map(names::STATS))?;
-                Ok(per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
-                    packets: sum.packets + c.packets,
-                    bytes: sum.bytes + c.bytes,
-                }))
+                Ok(sum_counters(&per_cpu))
             })
             .collect::<Result<Vec<_>, DataplaneError>>()?;
         Ok(Stats::from_counters(counters))
@@ -212,21 +345,129 @@ impl LoadedProgram {
         let per_cpu = array
             .get(&stat_index(direction, verdict, reason), 0)
             .map_err(DataplaneError::map(names::STATS))?;
-        Ok(per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
-            packets: sum.packets + c.packets,
-            bytes: sum.bytes + c.bytes,
-        }))
+        Ok(sum_counters(&per_cpu))
     }
 
-    /// Packets allowed per match set (indexed by `PortValue::match_id`), summed over CPUs.
-    pub fn rule_hits(&self) -> Result<Vec<u64>, DataplaneError> {
-        (0..self.match_sets).map(|id| self.rule_hit(id as u32)).collect()
+    /// Packets allowed per match set of one direction (indexed by
+    /// `PortValue::match_id`), summed over CPUs.
+    pub fn rule_hits(&self, direction: Direction) -> Result<Vec<u64>, DataplaneError> {
+        let name = policy_maps(direction).hits;
+        let array = self.per_cpu_array::<u64>(name)?;
+        (0..self.match_sets(direction) as u32)
+            .map(|id| Ok(array.get(&id, 0).map_err(DataplaneError::map(name))?.iter().sum()))
+            .collect()
     }
 
-    /// Packets allowed through one match set, summed over CPUs.
-    pub fn rule_hit(&self, match_id: u32) -> Result<u64, DataplaneError> {
-        let array = self.per_cpu_array::<u64>(names::RULE_HITS)?;
-        let per_cpu = array.get(&match_id, 0).map_err(DataplaneError::map(names::RULE_HITS))?;
+    /// Packets allowed through one match set of one direction, summed over CPUs.
+    pub fn rule_hit(&self, direction: Direction, match_id: u32) -> Result<u64, DataplaneError> {
+        let name = policy_maps(direction).hits;
+        let array = self.per_cpu_array::<u64>(name)?;
+        let per_cpu = array.get(&match_id, 0).map_err(DataplaneError::map(name))?;
         Ok(per_cpu.iter().sum())
     }
+
+    /// Sets the flow clock's offset: the programs' time becomes
+    /// `bpf_ktime_get_ns() + ns` (modulo 2^64; `CLOCK_MONOTONIC` in userspace). A test
+    /// hook: moves flows towards their idle timeouts without sleeping. Shared by every
+    /// generation of a link that shares `CLOCK`.
+    pub fn set_clock_offset(&self, ns: u64) -> Result<(), DataplaneError> {
+        let map = self.ebpf.map(names::CLOCK).ok_or(DataplaneError::MissingMap(names::CLOCK))?;
+        let aya::maps::Map::Array(data) = map else {
+            return Err(DataplaneError::MissingMap(names::CLOCK));
+        };
+        update_elem(data.fd().as_fd(), &0u32, &ns).map_err(|io_error| DataplaneError::Map {
+            map: names::CLOCK,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error,
+            }),
+        })
+    }
+
+    fn flows_map(&self) -> Result<HashMap<&MapData, FlowKey, FlowValue>, DataplaneError> {
+        let map = self.ebpf.map(names::FLOWS).ok_or(DataplaneError::MissingMap(names::FLOWS))?;
+        HashMap::try_from(map).map_err(DataplaneError::map(names::FLOWS))
+    }
+
+    /// Entries in the flow table (live or expired, not yet evicted). Walks the keys:
+    /// one system call per entry.
+    pub fn flow_count(&self) -> Result<usize, DataplaneError> {
+        let flows = self.flows_map()?;
+        let mut count = 0;
+        for key in flows.keys() {
+            match key {
+                Ok(_) => count += 1,
+                // An entry deleted or evicted while walking: the walk restarts from
+                // the first key in the kernel, so stop rather than count twice.
+                Err(aya::maps::MapError::KeyNotFound) => break,
+                Err(e) => return Err(DataplaneError::Map { map: names::FLOWS, source: e }),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Every entry of the flow table (live or expired, not yet evicted).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        let flows = self.flows_map()?;
+        let mut out = Vec::new();
+        for entry in flows.iter() {
+            match entry {
+                Ok(kv) => out.push(kv),
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(DataplaneError::Map { map: names::FLOWS, source: e }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every flow (tests; an operator's "forget all connections").
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        clear::<FlowKey, FlowValue>(&mut self.ebpf, names::FLOWS)
+    }
+
+    /// Deletes every remembered first fragment (tests).
+    pub fn clear_fragments(&mut self) -> Result<(), DataplaneError> {
+        clear::<FragKey, FragValue>(&mut self.ebpf, names::FRAGS)
+    }
+}
+
+/// `BPF_MAP_UPDATE_ELEM` through a shared handle: aya's typed maps want `&mut` for
+/// writes, but a write to a kernel map does not need exclusive access to its fd.
+fn update_elem<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K, value: &V) -> std::io::Result<()> {
+    /// The `BPF_MAP_*_ELEM` part of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    let attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(key) as u64,
+        value: std::ptr::from_ref(value) as u64,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at `key` and `value`, which outlive the call; the
+    // kernel reads the map's key and value sizes from them, which `K` and `V` match.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, &raw const attr, size_of::<ElemAttr>() as libc::c_long)
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneError> {
+    let map = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    let mut table: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(DataplaneError::map(name))?;
+    let keys: Vec<K> = table.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        match table.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(DataplaneError::Map { map: name, source: e }),
+        }
+    }
+    Ok(())
 }

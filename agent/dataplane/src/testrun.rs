@@ -1,9 +1,11 @@
-//! Running the real program on a frame with `BPF_PROG_TEST_RUN`, without a link: what
-//! `explain --kernel`, the differential tests and the benchmarks use.
+//! Running the real programs on a frame with `BPF_PROG_TEST_RUN`, without a link:
+//! what `explain --kernel`, the differential tests and the benchmarks use. Ingress
+//! runs the XDP program on the frame; egress runs the TC program on an skb the kernel
+//! builds from the same bytes (the Ethernet frame).
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use sgmirror_common::{direction, reason, verdict};
-use sgmirror_policy::model::{Reason, Verdict};
+use sgmirror_policy::model::{Direction, Reason, Verdict};
 
 use crate::{DataplaneError, LoadedProgram};
 
@@ -17,11 +19,34 @@ pub mod xdp_action {
     pub const PASS: u32 = 2;
 }
 
+/// The TC program's return codes, as `BPF_PROG_TEST_RUN` reports them (a `u32`).
+pub mod tc_action {
+    /// `TC_ACT_UNSPEC` (-1): passed on to the next program, or sent when there is none.
+    pub const PASS: u32 = u32::MAX;
+    /// `TC_ACT_SHOT`: dropped.
+    pub const DROP: u32 = 2;
+}
+
+/// Whether a program's return code lets the packet through.
+pub(crate) fn passes(direction: Direction, action: u32) -> bool {
+    match direction {
+        Direction::Ingress => action == xdp_action::PASS,
+        Direction::Egress => action == tc_action::PASS,
+    }
+}
+
+fn direction_code(direction: Direction) -> u32 {
+    match direction {
+        Direction::Ingress => direction::INGRESS,
+        Direction::Egress => direction::EGRESS,
+    }
+}
+
 /// What the kernel program did with one frame, read from its return value and from
 /// the counters it moved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelDecision {
-    /// The XDP action returned.
+    /// The program's return code ([`xdp_action`] for ingress, [`tc_action`] for egress).
     pub action: u32,
     /// What the policy says: `Drop` also in audit mode, where the action is PASS.
     pub verdict: Verdict,
@@ -36,7 +61,7 @@ pub struct KernelDecision {
 /// What one test run did, in the kernel's codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Observation {
-    /// The XDP action returned.
+    /// The program's return code ([`xdp_action`] or [`tc_action`]).
     pub action: u32,
     /// The counted direction (`sgmirror_common::direction`).
     pub direction: u32,
@@ -50,41 +75,55 @@ pub struct Observation {
     pub match_id: Option<u32>,
 }
 
+impl KernelDecision {
+    /// Whether the packet went through (allowed, or audited).
+    pub fn passed(&self) -> bool {
+        self.verdict_code != verdict::DROP
+    }
+}
+
 impl LoadedProgram {
-    /// Runs the program once on `frame` and returns its XDP action.
-    pub fn test_run(&self, frame: &[u8]) -> Result<u32, DataplaneError> {
-        Ok(self.test_run_repeat(frame, 1)?.0)
+    /// Runs one direction's program once on `frame` and returns its return code.
+    pub fn test_run(&self, frame: &[u8], direction: Direction) -> Result<u32, DataplaneError> {
+        Ok(self.test_run_repeat(frame, direction, 1)?.0)
     }
 
-    /// Runs the program `repeat` times on `frame`: the XDP action and the kernel's
-    /// mean time per run in nanoseconds (for benchmarks; pin the thread to a CPU).
-    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
+    /// Runs one direction's program `repeat` times on `frame`: the return code and
+    /// the kernel's mean time per run in nanoseconds (for benchmarks; pin the thread
+    /// to a CPU).
+    pub fn test_run_repeat(
+        &self,
+        frame: &[u8],
+        direction: Direction,
+        repeat: u32,
+    ) -> Result<(u32, u64), DataplaneError> {
         let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() };
-        let result = self
-            .xdp()?
-            .test_run(opts)
-            .map_err(|source| DataplaneError::TestRun { len: frame.len(), source })?;
+        let result = match direction {
+            Direction::Ingress => self.xdp()?.test_run(opts),
+            Direction::Egress => self.tc()?.test_run(opts),
+        }
+        .map_err(|source| DataplaneError::TestRun { len: frame.len(), source })?;
         let ns = u64::try_from(result.duration.as_nanos()).unwrap_or(u64::MAX);
         Ok((result.return_value, ns))
     }
 
-    /// Runs the program once on `frame` and reads which counters moved: the counted
-    /// direction, verdict and reason, and the match set.
+    /// Runs one direction's program once on `frame` and reads which counters moved:
+    /// the counted direction, verdict and reason, and the match set.
     ///
-    /// Meant for a program that is not attached: packets arriving from a link at the
+    /// Meant for programs that are not attached: packets arriving from a link at the
     /// same time would move the counters too.
-    pub fn observe(&self, frame: &[u8]) -> Result<Observation, DataplaneError> {
+    pub fn observe(&self, frame: &[u8], direction: Direction) -> Result<Observation, DataplaneError> {
         let stats_before = self.stats()?;
-        let hits_before = self.rule_hits()?;
-        let action = self.test_run(frame)?;
+        let hits_before = self.rule_hits(direction)?;
+        let action = self.test_run(frame, direction)?;
         let moved = self.stats()?.since(&stats_before);
         let mut slots = moved.nonzero();
-        let ((direction, verdict, reason), counter) =
+        let ((counted_direction, verdict, reason), counter) =
             slots.next().ok_or_else(|| DataplaneError::Counters("no counter moved".to_owned()))?;
         if slots.next().is_some() || counter.packets != 1 {
             return Err(DataplaneError::Counters(format!("unexpected counter changes: {moved:?}")));
         }
-        let hits_after = self.rule_hits()?;
+        let hits_after = self.rule_hits(direction)?;
         let moved_ids: Vec<u32> = hits_after
             .iter()
             .zip(&hits_before)
@@ -97,17 +136,17 @@ impl LoadedProgram {
             [id] => Some(*id),
             more => return Err(DataplaneError::Counters(format!("several match sets moved: {more:?}"))),
         };
-        Ok(Observation { action, direction, verdict, reason, bytes: counter.bytes, match_id })
+        Ok(Observation { action, direction: counted_direction, verdict, reason, bytes: counter.bytes, match_id })
     }
 
-    /// Runs the program once on `frame` and tells the verdict, the reason and the
-    /// match set in the policy model's terms (see [`LoadedProgram::observe`]).
+    /// Runs one direction's program once on `frame` and tells the verdict, the reason
+    /// and the match set in the policy model's terms (see [`LoadedProgram::observe`]).
     ///
     /// Frames that are not IP (reason `non-ip`) are an error, as the policy model has
     /// no reason for them.
-    pub fn judge(&self, frame: &[u8]) -> Result<KernelDecision, DataplaneError> {
-        let seen = self.observe(frame)?;
-        if seen.direction != direction::INGRESS {
+    pub fn judge(&self, frame: &[u8], direction: Direction) -> Result<KernelDecision, DataplaneError> {
+        let seen = self.observe(frame, direction)?;
+        if seen.direction != direction_code(direction) {
             return Err(DataplaneError::Counters(format!("counted in direction {}", seen.direction)));
         }
         let reason = model_reason(seen.reason).ok_or_else(|| {
@@ -116,6 +155,12 @@ impl LoadedProgram {
                 reason_name(seen.reason)
             ))
         })?;
+        if passes(direction, seen.action) != (seen.verdict != verdict::DROP) {
+            return Err(DataplaneError::Counters(format!(
+                "return code {:#x} disagrees with the counted verdict {}",
+                seen.action, seen.verdict
+            )));
+        }
         let verdict = if seen.verdict == verdict::ALLOW { Verdict::Allow } else { Verdict::Drop };
         Ok(KernelDecision {
             action: seen.action,
@@ -135,6 +180,7 @@ pub fn model_reason(code: u32) -> Option<Reason> {
         reason::NO_RULE => Some(Reason::NoRule),
         reason::FRAGMENT => Some(Reason::Fragment),
         reason::MALFORMED => Some(Reason::Malformed),
+        reason::TRACKED => Some(Reason::Tracked),
         _ => None,
     }
 }

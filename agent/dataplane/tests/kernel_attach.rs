@@ -1,13 +1,21 @@
 //! Attaching, replacing and detaching on a real link: a veth pair in a network
-//! namespace private to the test thread. The program on the link is read back with
-//! `ip -d -j link show`, as an operator would. Needs root and `ip` (iproute2).
+//! namespace private to the test thread. What is on the link is read back the way an
+//! operator would see it: XDP with `ip -d -j link show`, TCX through the kernel's
+//! TCX query, clsact filters with `tc -j filter show`. Needs root, `ip` and `tc`.
 
 mod common;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use aya::programs::{SchedClassifier, TcAttachType};
 use common::*;
-use sgmirror_dataplane::{AttachedMode, DataplaneError, LoadedProgram, Mode, XdpAttachMode};
+use sgmirror_common::{direction, reason, verdict};
+use sgmirror_dataplane::{
+    Attached, AttachedMode, DataplaneError, LoadedProgram, Mode, TcAttachMode, TcMode, XdpAttachMode,
+    has_clsact,
+};
+use sgmirror_policy::model::Direction;
 
 /// Moves the calling thread into a new, empty network namespace with one veth pair
 /// (`sgm0` ⇄ `sgm1`, both up). The namespace disappears with the thread.
@@ -26,7 +34,7 @@ fn private_veth() {
 }
 
 /// The XDP program attached to `link` as (mode, program id), from iproute2.
-fn attached(link: &str) -> Option<(String, u32)> {
+fn attached_xdp(link: &str) -> Option<(String, u32)> {
     let out =
         Command::new("ip").args(["-d", "-j", "link", "show", "dev", link]).output().expect("running ip");
     assert!(out.status.success());
@@ -41,92 +49,44 @@ fn attached(link: &str) -> Option<(String, u32)> {
     Some((mode.to_owned(), u32::try_from(id).ok()?))
 }
 
+/// The ids of the TCX egress programs of `link`.
+fn tcx_egress(link: &str) -> Vec<u32> {
+    let (_, programs) = SchedClassifier::query_tcx(link, TcAttachType::Egress).expect("TCX query");
+    programs.iter().map(aya::programs::ProgramInfo::id).collect()
+}
+
+/// The clsact egress filters of `link` as (preference, handle, program id).
+fn clsact_egress(link: &str) -> Vec<(u64, String, u32)> {
+    let out = Command::new("tc").args(["-j", "filter", "show", "dev", link, "egress"]).output().expect("running tc");
+    if !out.status.success() || out.stdout.is_empty() {
+        return Vec::new();
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("tc -j prints JSON");
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let options = f.get("options")?;
+            let id = options.get("prog")?.get("id")?.as_u64()?;
+            Some((
+                f.get("pref")?.as_u64()?,
+                options.get("handle")?.as_str()?.to_owned(),
+                u32::try_from(id).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A policy allowing inbound and outbound TCP to `port` from/to anywhere (IPv4).
 fn program(port: u16) -> LoadedProgram {
-    let policy = policy(vec![rule("sgr-web", tcp(port, port), &["0.0.0.0/0"])], &[]);
+    let mut policy = policy(vec![rule("sgr-in", tcp(port, port), &["0.0.0.0/0"])], &[]);
+    policy.egress = vec![egress_rule("sgr-out", tcp(port, port), &["0.0.0.0/0"])];
     load_policy(&policy, Mode::Enforce).0
 }
 
-#[test]
-fn attach_replace_and_detach_on_a_veth() {
-    private_veth();
-    let mut current = program(80);
-    assert_eq!(current.attach("sgm0", XdpAttachMode::Auto).expect("attach"), AttachedMode::Native);
-    let first_id = current.program_id().unwrap();
-    assert_eq!(attached("sgm0"), Some(("native".to_owned(), first_id)));
-    assert_eq!(current.attached(), Some(("sgm0", AttachedMode::Native)));
-
-    // One program per link: a second attach of the same program is refused.
-    assert!(matches!(current.attach("sgm0", XdpAttachMode::Native), Err(DataplaneError::AlreadyAttached(_))));
-
-    // A new generation takes the link over in one step.
-    let previous = current.replace(program(443)).expect("replace");
-    let second_id = current.program_id().unwrap();
-    assert_ne!(first_id, second_id);
-    assert_eq!(previous.program_id().unwrap(), first_id);
-    assert_eq!(previous.attached(), None);
-    assert_eq!(current.attached(), Some(("sgm0", AttachedMode::Native)));
-    assert_eq!(attached("sgm0"), Some(("native".to_owned(), second_id)));
-    // The old generation going away leaves the new one in place.
-    drop(previous);
-    assert_eq!(attached("sgm0"), Some(("native".to_owned(), second_id)));
-
-    // Replacing needs an attached program, and a new generation that is not attached.
-    let mut detached = program(22);
-    assert!(matches!(detached.replace(program(23)), Err(DataplaneError::NotAttached)));
-
-    current.detach().expect("detach");
-    assert_eq!(attached("sgm0"), None);
-}
-
-#[test]
-fn generic_mode_and_detach_on_drop() {
-    private_veth();
-    let mut p = program(80);
-    assert_eq!(p.attach("sgm1", XdpAttachMode::Generic).expect("attach"), AttachedMode::Generic);
-    assert_eq!(attached("sgm1"), Some(("generic".to_owned(), p.program_id().unwrap())));
-    drop(p);
-    assert_eq!(attached("sgm1"), None);
-}
-
-#[test]
-fn an_unknown_link_is_an_error_without_fallback() {
-    private_veth();
-    let mut p = program(80);
-    let err = p.attach("sgm-missing", XdpAttachMode::Auto).unwrap_err();
-    assert!(matches!(err, DataplaneError::Attach { mode: "native", .. }), "{err:?}");
-    assert_eq!(p.attached(), None);
-}
-
-#[test]
-fn an_attached_program_judges_real_traffic() {
-    // A frame sent into sgm1 arrives on sgm0, where the program counts it: the
-    // attachment is live, not only listed.
-    private_veth();
-    let mut p = program(80);
-    p.attach("sgm0", XdpAttachMode::Native).expect("attach");
-    let frame =
-        sgmirror_dataplane::frame::build(&tcp_packet("192.0.2.1", "10.0.0.5", 22), &Default::default());
-    send_raw("sgm1", &frame);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let drops = p
-            .stat(
-                sgmirror_common::direction::INGRESS,
-                sgmirror_common::verdict::DROP,
-                sgmirror_common::reason::NO_RULE,
-            )
-            .unwrap();
-        if drops.packets == 1 {
-            assert_eq!(drops.bytes, frame.len() as u64);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the frame never reached the program");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-/// Sends one Ethernet frame out of `link` through an AF_PACKET socket.
-fn send_raw(link: &str, frame: &[u8]) {
+/// Sends one Ethernet frame out of `link` through an AF_PACKET socket. A frame the
+/// egress program drops fails with `ENOBUFS` (the device's transmit dropped it).
+fn send_raw(link: &str, frame: &[u8]) -> std::io::Result<()> {
     let name = std::ffi::CString::new(link).unwrap();
     // SAFETY: plain socket syscalls on buffers that outlive the calls.
     unsafe {
@@ -148,6 +108,169 @@ fn send_raw(link: &str, frame: &[u8]) {
         );
         let error = std::io::Error::last_os_error();
         libc::close(fd);
-        assert_eq!(sent, frame.len() as isize, "sendto: {error}");
+        if sent < 0 {
+            return Err(error);
+        }
+        assert_eq!(sent, frame.len() as isize);
+        Ok(())
     }
+}
+
+/// Waits until the counter (direction, verdict, reason) of `p` reaches `packets`.
+fn wait_for(p: &LoadedProgram, slot: (u32, u32, u32), packets: u64, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = p.stat(slot.0, slot.1, slot.2).unwrap();
+        if c.packets >= packets {
+            assert_eq!(c.packets, packets, "{what}: counted more than sent");
+            return c.bytes;
+        }
+        assert!(Instant::now() < deadline, "{what}: the frame never reached the program");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Both hooks enforce: a denied frame sent out of sgm0 is dropped by the TC program
+/// (counted as egress), and one sent into sgm1 arrives at sgm0's XDP program.
+fn check_enforces(p: &LoadedProgram, egress_drops_before: u64) {
+    let out = sgmirror_dataplane::frame::build(&tcp_packet("10.0.0.5", "192.0.2.1", 22), &Default::default());
+    let sent = send_raw("sgm0", &out);
+    assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::ENOBUFS), "the sender sees the drop");
+    let bytes = wait_for(
+        p,
+        (direction::EGRESS, verdict::DROP, reason::NO_RULE),
+        egress_drops_before + 1,
+        "egress",
+    );
+    assert!(bytes >= out.len() as u64);
+    let before = p.stat(direction::INGRESS, verdict::DROP, reason::NO_RULE).unwrap().packets;
+    let inbound = sgmirror_dataplane::frame::build(&tcp_packet("192.0.2.1", "10.0.0.5", 22), &Default::default());
+    send_raw("sgm1", &inbound).expect("sending into sgm1");
+    wait_for(p, (direction::INGRESS, verdict::DROP, reason::NO_RULE), before + 1, "ingress");
+}
+
+#[test]
+fn tcx_attach_replace_and_detach_on_a_veth() {
+    private_veth();
+    let mut current = program(80);
+    let attached = current.attach("sgm0", XdpAttachMode::Auto, TcAttachMode::Tcx).expect("attach");
+    assert_eq!(attached, Attached { xdp: AttachedMode::Native, tc: TcMode::Tcx });
+    let (in1, out1) =
+        (current.program_id(Direction::Ingress).unwrap(), current.program_id(Direction::Egress).unwrap());
+    assert_eq!(attached_xdp("sgm0"), Some(("native".to_owned(), in1)));
+    assert_eq!(tcx_egress("sgm0"), vec![out1]);
+    assert_eq!(current.attached(), Some(("sgm0", attached)));
+    assert!(!has_clsact("sgm0").unwrap(), "TCX needs no qdisc");
+    check_enforces(&current, 0);
+
+    // One attachment per program pair.
+    assert!(matches!(
+        current.attach("sgm0", XdpAttachMode::Native, TcAttachMode::Tcx),
+        Err(DataplaneError::AlreadyAttached(_))
+    ));
+
+    // A new generation takes both hooks over.
+    let previous = current.replace(program(443)).expect("replace");
+    let (in2, out2) =
+        (current.program_id(Direction::Ingress).unwrap(), current.program_id(Direction::Egress).unwrap());
+    assert!(in1 != in2 && out1 != out2);
+    assert_eq!(previous.attached(), None);
+    assert_eq!(current.attached(), Some(("sgm0", attached)));
+    assert_eq!(attached_xdp("sgm0"), Some(("native".to_owned(), in2)));
+    assert_eq!(tcx_egress("sgm0"), vec![out2]);
+    drop(previous);
+    assert_eq!(tcx_egress("sgm0"), vec![out2], "the old generation going away leaves the new one");
+    // The new generation enforces (STATS is private to each load here: it starts at 0).
+    check_enforces(&current, 0);
+
+    // Replacing needs an attached program, and a new generation that is not attached.
+    let mut detached = program(22);
+    assert!(matches!(detached.replace(program(23)), Err(DataplaneError::NotAttached)));
+
+    current.detach().expect("detach");
+    assert_eq!(attached_xdp("sgm0"), None);
+    assert!(tcx_egress("sgm0").is_empty());
+}
+
+#[test]
+fn clsact_fallback_attach_replace_and_detach_on_a_veth() {
+    private_veth();
+    let mut current = program(80);
+    let attached = current.attach("sgm0", XdpAttachMode::Generic, TcAttachMode::Clsact).expect("attach");
+    assert_eq!(attached, Attached { xdp: AttachedMode::Generic, tc: TcMode::Clsact });
+    assert!(has_clsact("sgm0").unwrap(), "the clsact qdisc was created");
+    assert!(tcx_egress("sgm0").is_empty(), "not TCX");
+    let out1 = current.program_id(Direction::Egress).unwrap();
+    let filters = clsact_egress("sgm0");
+    assert_eq!(filters.len(), 1, "{filters:?}");
+    assert_eq!(filters[0].2, out1);
+    check_enforces(&current, 0);
+
+    // The filter is replaced in place: same preference and handle, new program.
+    let previous = current.replace(program(443)).expect("replace");
+    let out2 = current.program_id(Direction::Egress).unwrap();
+    assert_ne!(out1, out2);
+    let after = clsact_egress("sgm0");
+    assert_eq!(after, vec![(filters[0].0, filters[0].1.clone(), out2)]);
+    assert_eq!(attached_xdp("sgm0"), Some(("generic".to_owned(), current.program_id(Direction::Ingress).unwrap())));
+    drop(previous);
+    assert_eq!(clsact_egress("sgm0").len(), 1);
+    check_enforces(&current, 0);
+
+    // Detach removes the filter and the qdisc created for it.
+    current.detach().expect("detach");
+    assert!(clsact_egress("sgm0").is_empty());
+    assert!(!has_clsact("sgm0").unwrap(), "no leftover clsact qdisc");
+    assert_eq!(attached_xdp("sgm0"), None);
+}
+
+#[test]
+fn a_clsact_qdisc_that_was_there_stays_and_a_dropped_program_cleans_up() {
+    private_veth();
+    let status = Command::new("tc").args(["qdisc", "add", "dev", "sgm1", "clsact"]).status().unwrap();
+    assert!(status.success());
+    let mut theirs = program(80);
+    theirs.attach("sgm1", XdpAttachMode::Generic, TcAttachMode::Clsact).expect("attach");
+    theirs.detach().expect("detach");
+    assert!(has_clsact("sgm1").unwrap(), "someone else's qdisc is left alone");
+    assert!(clsact_egress("sgm1").is_empty());
+
+    // Dropping an attached program detaches everything, the qdisc it created too.
+    let mut ours = program(80);
+    ours.attach("sgm0", XdpAttachMode::Generic, TcAttachMode::Clsact).expect("attach");
+    assert!(has_clsact("sgm0").unwrap());
+    drop(ours);
+    assert!(!has_clsact("sgm0").unwrap());
+    assert_eq!(attached_xdp("sgm0"), None);
+}
+
+#[test]
+fn auto_modes_pick_native_xdp_and_tcx_here() {
+    private_veth();
+    let mut p = program(80);
+    let attached = p.attach("sgm1", XdpAttachMode::Auto, TcAttachMode::Auto).expect("attach");
+    // veth has native XDP, and this kernel (6.6+) has TCX.
+    assert_eq!(attached, Attached { xdp: AttachedMode::Native, tc: TcMode::Tcx });
+    drop(p);
+    assert_eq!(attached_xdp("sgm1"), None);
+    assert!(tcx_egress("sgm1").is_empty());
+}
+
+#[test]
+fn an_unknown_link_is_an_error_that_leaves_nothing_behind() {
+    private_veth();
+    let mut p = program(80);
+    let err = p.attach("sgm-missing", XdpAttachMode::Auto, TcAttachMode::Tcx).unwrap_err();
+    assert!(matches!(err, DataplaneError::Attach { .. }), "{err:?}");
+    assert_eq!(p.attached(), None);
+    let err = p.attach("sgm-missing", XdpAttachMode::Auto, TcAttachMode::Clsact).unwrap_err();
+    assert!(matches!(err, DataplaneError::Qdisc { .. }), "{err:?}");
+    // A failing XDP attach after a successful TC attach undoes the TC attach.
+    let mut q = program(80);
+    q.attach("sgm0", XdpAttachMode::Native, TcAttachMode::Clsact).expect("attach");
+    let mut r = program(80);
+    let err = r.attach("sgm0", XdpAttachMode::Native, TcAttachMode::Tcx).unwrap_err();
+    assert!(matches!(err, DataplaneError::Attach { hook: "XDP", .. }), "{err:?}");
+    assert!(tcx_egress("sgm0").is_empty(), "the TCX link of the failed attach is gone");
+    assert_eq!(clsact_egress("sgm0").len(), 1, "the first program's filter stays");
 }

@@ -1,6 +1,8 @@
-//! Kernel differential test: the real XDP program, loaded with the maps compiled from
-//! random policies, must give every random packet the reference evaluator's verdict,
-//! reason and allowing rules.
+//! Kernel differential test: the real programs (XDP for inbound policies, TC for
+//! outbound ones), loaded with the maps compiled from random policies, must give
+//! every random packet the reference evaluator's verdict, reason and allowing rules.
+//! The programs are loaded stateless (idle timeouts of 0 s), so that each packet is
+//! judged as new, as the stateless evaluator does; `kernel_trace_diff` tests state.
 //!
 //! Policies have overlapping prefixes (/0…/32, /0…/128) around a few anchors, every
 //! protocol kind, exempt addresses. Packets are biased to rule prefixes and their
@@ -26,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sgmirror_common::{Counter, STATS_LEN, direction, reason, stat_index, verdict};
-use sgmirror_dataplane::{FrameOptions, LoadedProgram, Mode, frame, xdp_action};
+use sgmirror_dataplane::{FrameOptions, LoadedProgram, Mode, frame, tc_action, xdp_action};
 use sgmirror_policy::evaluator::{FragmentMemory, verdict_with_fragments};
 use sgmirror_policy::model::{
     Direction, Fragment, IcmpMatch, InterfacePolicy, L4, Packet, PeerSource, PortRange, Protocol,
@@ -125,9 +127,9 @@ fn protocol(rng: &mut StdRng) -> Protocol {
     }
 }
 
-fn random_policy(rng: &mut StdRng, a: &Anchors) -> InterfacePolicy {
+fn random_policy(rng: &mut StdRng, a: &Anchors, direction: Direction) -> InterfacePolicy {
     let rules = rng.gen_range(0..=30);
-    let ingress: Vec<ResolvedRule> = (0..rules)
+    let rules: Vec<ResolvedRule> = (0..rules)
         .map(|i| {
             let peers: Vec<IpNet> = if rng.gen_bool(0.05) {
                 Vec::new() // an unresolvable reference: allows nothing
@@ -139,7 +141,7 @@ fn random_policy(rng: &mut StdRng, a: &Anchors) -> InterfacePolicy {
             ResolvedRule {
                 id: format!("sgr-{i:04}"),
                 group_id: format!("sg-{}", i % 3),
-                direction: Direction::Ingress,
+                direction,
                 protocol: protocol(rng),
                 source: PeerSource::Cidr(peers.first().map(ToString::to_string).unwrap_or_default()),
                 peers,
@@ -159,7 +161,11 @@ fn random_policy(rng: &mut StdRng, a: &Anchors) -> InterfacePolicy {
             IpAddr::V6(*a.v6.choose(rng).unwrap_or(&Ipv6Addr::LOCALHOST))
         });
     }
-    InterfacePolicy { interface_id: "eni-random".to_owned(), ingress, exempt, ..InterfacePolicy::default() }
+    let (ingress, egress) = match direction {
+        Direction::Ingress => (rules, Vec::new()),
+        Direction::Egress => (Vec::new(), rules),
+    };
+    InterfacePolicy { interface_id: "eni-random".to_owned(), ingress, egress, exempt, ..InterfacePolicy::default() }
 }
 
 /// An address in `net`, at an edge or inside, or (sometimes) just outside it.
@@ -188,8 +194,9 @@ fn address_near(rng: &mut StdRng, net: &IpNet) -> IpAddr {
     }
 }
 
-fn random_source(rng: &mut StdRng, policy: &InterfacePolicy, a: &Anchors) -> IpAddr {
-    let nets: Vec<&IpNet> = policy.ingress.iter().flat_map(|r| &r.peers).collect();
+/// The peer address: the source of an inbound packet, the destination of an outbound one.
+fn random_peer(rng: &mut StdRng, policy: &InterfacePolicy, a: &Anchors, direction: Direction) -> IpAddr {
+    let nets: Vec<&IpNet> = policy.rules(direction).iter().flat_map(|r| &r.peers).collect();
     match rng.gen_range(0..20) {
         0..=10 if !nets.is_empty() => {
             let net = nets[rng.gen_range(0..nets.len())];
@@ -229,13 +236,14 @@ fn icmp_near(rng: &mut StdRng, m: IcmpMatch) -> L4 {
 }
 
 /// Protocol and transport fields of a new (not later-fragment) packet.
-fn random_transport(rng: &mut StdRng, policy: &InterfacePolicy, v6: bool) -> (u8, L4) {
+fn random_transport(rng: &mut StdRng, policy: &InterfacePolicy, direction: Direction, v6: bool) -> (u8, L4) {
+    let rules = policy.rules(direction);
     let sport = |rng: &mut StdRng| {
         if rng.gen_bool(0.9) { rng.r#gen() } else { *[67u16, 68, 546, 547].choose(rng).unwrap_or(&68) }
     };
-    let from_rule = rng.gen_bool(0.6) && !policy.ingress.is_empty();
+    let from_rule = rng.gen_bool(0.6) && !rules.is_empty();
     let (proto, l4) = if from_rule {
-        match policy.ingress[rng.gen_range(0..policy.ingress.len())].protocol {
+        match rules[rng.gen_range(0..rules.len())].protocol {
             Protocol::Tcp(r) => (6, L4::Ports { src: sport(rng), dst: port_near(rng, r) }),
             Protocol::Udp(r) => (17, L4::Ports { src: sport(rng), dst: port_near(rng, r) }),
             Protocol::Icmp(m) => (1, icmp_near(rng, m)),
@@ -277,7 +285,7 @@ struct PacketSource {
 }
 
 impl PacketSource {
-    fn next(&mut self, rng: &mut StdRng, policy: &InterfacePolicy, a: &Anchors) -> Packet {
+    fn next(&mut self, rng: &mut StdRng, policy: &InterfacePolicy, a: &Anchors, direction: Direction) -> Packet {
         if !self.pending.is_empty() && rng.gen_bool(0.3) {
             let i = rng.gen_range(0..self.pending.len());
             let mut later = self.pending.swap_remove(i);
@@ -293,10 +301,14 @@ impl PacketSource {
             }
             return later;
         }
-        let src = random_source(rng, policy, a);
-        let v6 = src.is_ipv6();
-        let dst = if v6 { IpAddr::V6(OWN6) } else { IpAddr::V4(OWN4) };
-        let (proto, l4) = random_transport(rng, policy, v6);
+        let peer = random_peer(rng, policy, a, direction);
+        let v6 = peer.is_ipv6();
+        let own = if v6 { IpAddr::V6(OWN6) } else { IpAddr::V4(OWN4) };
+        let (src, dst) = match direction {
+            Direction::Ingress => (peer, own),
+            Direction::Egress => (own, peer),
+        };
+        let (proto, l4) = random_transport(rng, policy, direction, v6);
         let id = if v6 { rng.r#gen::<u32>() } else { u32::from(rng.r#gen::<u16>()) };
         let packet = Packet { src, dst, proto, l4, fragment: Fragment::None };
         match rng.gen_range(0..20) {
@@ -351,10 +363,19 @@ impl Run {
     }
 }
 
-fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, run: &mut Run) {
+fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, direction: Direction, run: &mut Run) {
     let a = anchors(rng);
-    let policy = random_policy(rng, &a);
-    let (program, image) = load_policy(&policy, mode);
+    let policy = random_policy(rng, &a, direction);
+    let (program, compiled) = load_policy(&policy, mode);
+    let image = compiled.image(direction);
+    let dir = match direction {
+        Direction::Ingress => direction::INGRESS,
+        Direction::Egress => direction::EGRESS,
+    };
+    let (pass, drop) = match direction {
+        Direction::Ingress => (xdp_action::PASS, xdp_action::DROP),
+        Direction::Egress => (tc_action::PASS, tc_action::DROP),
+    };
     let set_ids: HashMap<&[String], u32> =
         image.match_sets.iter().enumerate().map(|(i, s)| (s.as_slice(), i as u32)).collect();
     let mut shadow =
@@ -362,21 +383,23 @@ fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, run:
     let mut memory = FragmentMemory::default();
     let mut source = PacketSource { pending: Vec::new() };
     for n in 0..packets {
-        let packet = source.next(rng, &policy, &a);
+        let packet = source.next(rng, &policy, &a, direction);
         let opts = random_frame_options(rng, &packet);
         let bytes = frame::build(&packet, &opts);
-        let decision = verdict_with_fragments(&policy, Direction::Ingress, &packet, &mut memory);
+        let decision = verdict_with_fragments(&policy, direction, &packet, &mut memory);
         *run.seen.entry((decision.verdict, decision.reason.code())).or_default() += 1;
         let counted = match (decision.verdict, mode) {
             (Verdict::Allow, _) => verdict::ALLOW,
             (Verdict::Drop, Mode::Enforce) => verdict::DROP,
             (Verdict::Drop, Mode::Audit) => verdict::AUDIT,
         };
-        let expected_action = if counted == verdict::DROP { xdp_action::DROP } else { xdp_action::PASS };
+        let expected_action = if counted == verdict::DROP { drop } else { pass };
         let context = || {
-            format!("policy #{index} ({mode:?}) packet #{n}: {packet:?} {opts:?} → evaluator {decision:?}")
+            format!(
+                "policy #{index} ({direction:?}, {mode:?}) packet #{n}: {packet:?} {opts:?} → evaluator {decision:?}"
+            )
         };
-        let action = match program.test_run(&bytes) {
+        let action = match program.test_run(&bytes, direction) {
             Ok(action) => action,
             Err(e) => {
                 run.mismatch(format!("{}: test run failed: {}", context(), error_chain(&e)));
@@ -384,20 +407,20 @@ fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, run:
             }
         };
         if action != expected_action {
-            run.mismatch(format!("{}: XDP action {action}, expected {expected_action}", context()));
+            run.mismatch(format!("{}: action {action:#x}, expected {expected_action:#x}", context()));
         }
-        let slot = stat_index(direction::INGRESS, counted, decision.reason.code());
+        let slot = stat_index(dir, counted, decision.reason.code());
         shadow.stats[slot as usize].packets += 1;
         shadow.stats[slot as usize].bytes += bytes.len() as u64;
         let expected = shadow.stats[slot as usize];
-        let got = program.stat(direction::INGRESS, counted, decision.reason.code()).expect("reading STATS");
+        let got = program.stat(dir, counted, decision.reason.code()).expect("reading STATS");
         if got != expected {
             let moved = describe_moved(&program, &shadow.stats);
             run.mismatch(format!(
                 "{}: STATS slot not moved as expected ({got:?} vs {expected:?}); {moved}",
                 context()
             ));
-            resync(&program, &mut shadow);
+            resync(&program, direction, &mut shadow);
             continue;
         }
         if decision.verdict == Verdict::Allow && decision.reason.code() == reason::RULE {
@@ -406,18 +429,18 @@ fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, run:
                     "{}: no match set of the image equals the evaluator's rules",
                     context()
                 ));
-                resync(&program, &mut shadow);
+                resync(&program, direction, &mut shadow);
                 continue;
             };
             shadow.hits[id as usize] += 1;
-            let got = program.rule_hit(id).expect("reading RULE_HITS");
+            let got = program.rule_hit(direction, id).expect("reading RULE_HITS");
             if got != shadow.hits[id as usize] {
                 run.mismatch(format!(
                     "{}: RULE_HITS[{id}] = {got}, expected {}",
                     context(),
                     shadow.hits[id as usize]
                 ));
-                resync(&program, &mut shadow);
+                resync(&program, direction, &mut shadow);
             }
         }
     }
@@ -429,7 +452,7 @@ fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, run:
             "policy #{index}: final STATS differ: kernel {stats:?}, expected {expected_stats:?}"
         ));
     }
-    let hits = program.rule_hits().expect("reading RULE_HITS");
+    let hits = program.rule_hits(direction).expect("reading RULE_HITS");
     if hits != shadow.hits {
         run.mismatch(format!(
             "policy #{index}: final RULE_HITS differ: kernel {hits:?}, expected {:?}",
@@ -451,7 +474,7 @@ fn describe_moved(program: &LoadedProgram, expected: &[Counter]) -> String {
     moved.join("; ")
 }
 
-fn resync(program: &LoadedProgram, shadow: &mut Shadow) {
+fn resync(program: &LoadedProgram, direction: Direction, shadow: &mut Shadow) {
     if let Ok(stats) = program.stats() {
         for d in 0..direction::COUNT {
             for v in 0..verdict::COUNT {
@@ -461,7 +484,7 @@ fn resync(program: &LoadedProgram, shadow: &mut Shadow) {
             }
         }
     }
-    if let Ok(hits) = program.rule_hits() {
+    if let Ok(hits) = program.rule_hits(direction) {
         shadow.hits = hits;
     }
 }
@@ -486,7 +509,8 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
     while sent < total {
         let packets = PACKETS_PER_POLICY.min(total - sent);
         let mode = if index % 8 == 7 { Mode::Audit } else { Mode::Enforce };
-        check_policy(&mut rng, index, packets, mode, &mut run);
+        let direction = if index % 2 == 1 { Direction::Egress } else { Direction::Ingress };
+        check_policy(&mut rng, index, packets, mode, direction, &mut run);
         sent += packets;
         index += 1;
     }
@@ -520,11 +544,11 @@ fn the_random_generator_covers_its_shapes() {
     // The shapes the differential test relies on do come out of the generator.
     let mut rng = StdRng::seed_from_u64(7);
     let a = anchors(&mut rng);
-    let policy = random_policy(&mut rng, &a);
+    let policy = random_policy(&mut rng, &a, Direction::Ingress);
     let mut source = PacketSource { pending: Vec::new() };
     let (mut firsts, mut laters, mut v6, mut tagged, mut ext) = (0, 0, 0, 0, 0);
     for _ in 0..5_000 {
-        let p = source.next(&mut rng, &policy, &a);
+        let p = source.next(&mut rng, &policy, &a, Direction::Ingress);
         let o = random_frame_options(&mut rng, &p);
         firsts += usize::from(matches!(p.fragment, Fragment::First(_)));
         laters += usize::from(matches!(p.fragment, Fragment::Later(_)));

@@ -419,7 +419,7 @@ fn run(program: &LoadedProgram, image: &MapImage, policy: &InterfacePolicy, case
     let mut memory = FragmentMemory::default();
     let mut mismatches = Vec::new();
     for c in cases {
-        let seen = match program.observe(&c.frame) {
+        let seen = match program.observe(&c.frame, Direction::Ingress) {
             Ok(seen) => seen,
             Err(e) => {
                 mismatches.push(format!("{}: {}", c.name, error_chain(&e)));
@@ -467,9 +467,9 @@ fn run(program: &LoadedProgram, image: &MapImage, policy: &InterfacePolicy, case
 #[test]
 fn crafted_frames_in_enforce_mode() {
     let policy = table_policy();
-    let (program, image) = load_policy(&policy, Mode::Enforce);
+    let (program, compiled) = load_policy(&policy, Mode::Enforce);
     let cases = enforce_cases();
-    let mismatches = run(&program, &image, &policy, &cases);
+    let mismatches = run(&program, &compiled.ingress, &policy, &cases);
     assert!(
         mismatches.is_empty(),
         "{} of {} rows differ:\n{}",
@@ -484,9 +484,9 @@ fn crafted_frames_in_enforce_mode() {
 #[test]
 fn crafted_frames_in_audit_mode() {
     let policy = table_policy();
-    let (program, image) = load_policy(&policy, Mode::Audit);
+    let (program, compiled) = load_policy(&policy, Mode::Audit);
     let cases = audit_cases();
-    let mismatches = run(&program, &image, &policy, &cases);
+    let mismatches = run(&program, &compiled.ingress, &policy, &cases);
     assert!(
         mismatches.is_empty(),
         "{} of {} rows differ:\n{}",
@@ -499,6 +499,36 @@ fn crafted_frames_in_audit_mode() {
 #[test]
 fn frames_shorter_than_ethernet_are_refused_by_the_kernel_not_passed() {
     let (program, _) = load_policy(&table_policy(), Mode::Enforce);
-    assert!(program.test_run(&[0u8; 13]).is_err());
+    assert!(program.test_run(&[0u8; 13], Direction::Ingress).is_err());
+    assert!(program.test_run(&[0u8; 13], Direction::Egress).is_err());
     assert_eq!(program.stats().unwrap().packets(), 0);
+}
+
+#[test]
+fn malformed_frames_are_malformed_at_egress_too() {
+    // The TC program parses the skb the kernel builds from the same bytes: every
+    // row the XDP program finds malformed, it finds malformed too.
+    let (program, _) = load_policy(&table_policy(), Mode::Enforce);
+    let cases: Vec<Case> = enforce_cases().into_iter().filter(|c| c.expect.reason == reason::MALFORMED).collect();
+    assert!(cases.len() >= 10, "{} malformed rows", cases.len());
+    let mut mismatches = Vec::new();
+    for c in &cases {
+        match program.observe(&c.frame, Direction::Egress) {
+            Ok(seen) => {
+                let got = (seen.action, seen.direction, seen.verdict, seen.reason, seen.bytes);
+                let want = (
+                    sgmirror_dataplane::tc_action::DROP,
+                    direction::EGRESS,
+                    verdict::DROP,
+                    reason::MALFORMED,
+                    c.frame.len() as u64,
+                );
+                if got != want {
+                    mismatches.push(format!("{}: kernel {got:?}, expected {want:?}", c.name));
+                }
+            }
+            Err(e) => mismatches.push(format!("{}: {}", c.name, error_chain(&e))),
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

@@ -1,16 +1,25 @@
-//! The decision for one packet, in the order the reference evaluator uses, for
-//! either direction: the peer is the source of an inbound packet and the
-//! destination of an outbound one.
+//! The decision for one packet, for either direction: the peer is the source of an
+//! inbound packet and the destination of an outbound one. The order is the one the
+//! reference evaluator uses (`judge_stateful`), because the order decides the reason:
+//!
+//! 1. malformed headers → drop; 2. exempt peer → allow; 3. later fragment → allowed
+//! when its first fragment was; 4. exempt protocol → allow; 5. an ICMP error about a
+//! live flow → allow, tracked; 6. a packet of a live flow → allow, tracked (the entry
+//! is refreshed); 7. the rules of the direction → allow, creating a flow unless the
+//! flow is untracked, or drop; 8. an allowed first fragment is remembered.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use sgmirror_common::{
-    ADDR_EXEMPT, FRAG_TIMEOUT_NS, FragKey, FragValue, PORT_KEY_BITS, PortKey, direction, mode, reason,
-    stat_index, verdict,
+    ADDR_EXEMPT, FLAG_UNTRACKED_TCP, FLAG_UNTRACKED_UDP, FRAG_TIMEOUT_NS, FragKey, FragValue,
+    PORT_KEY_BITS, PortKey, direction, mode, reason, stat_index, verdict,
 };
 
 use crate::{
-    maps::{ADDR4, ADDR6, FRAGS, MODE, PORTS, RULE_HITS, STATS},
-    parse::{FRAG_FIRST, FRAG_LATER, Frame, IPPROTO_ICMPV6, IPPROTO_UDP, L3, Parsed, parse},
+    flow,
+    maps::{
+        ADDR4, ADDR6, EADDR4, EADDR6, EPORTS, ERULE_HITS, FRAGS, MODE, PORTS, RULE_HITS, STATS,
+    },
+    parse::{FRAG_FIRST, FRAG_LATER, Frame, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed, parse},
 };
 
 /// ICMPv6 neighbour discovery and MLD types (`exempt::ICMPV6_EXEMPT_TYPES`).
@@ -45,18 +54,68 @@ struct AddrHit {
     class: u32,
 }
 
+/// Looks `peer` up in the address trie of `dir`'s rules.
 #[inline(always)]
-fn lookup_addr(p: &Parsed, dir: u32) -> AddrHit {
-    let peer = if dir == direction::INGRESS { &p.addrs[0] } else { &p.addrs[1] };
-    let value = if p.family == 4 {
-        ADDR4.get(Key::new(32, [peer[0], peer[1], peer[2], peer[3]]))
+fn lookup_addr(family: u8, peer: &[u8; 16], dir: u32) -> AddrHit {
+    let value = if family == 4 {
+        let key = Key::new(32, [peer[0], peer[1], peer[2], peer[3]]);
+        if dir == direction::INGRESS { ADDR4.get(key) } else { EADDR4.get(key) }
     } else {
-        ADDR6.get(Key::new(128, *peer))
+        let key = Key::new(128, *peer);
+        if dir == direction::INGRESS { ADDR6.get(key) } else { EADDR6.get(key) }
     };
     match value {
         Some(v) => AddrHit { found: true, exempt: v.flags & ADDR_EXEMPT != 0, class: v.class },
         None => AddrHit { found: false, exempt: false, class: 0 },
     }
+}
+
+/// The result of the class/protocol/port lookup (plain fields, as [`AddrHit`]).
+#[derive(Clone, Copy)]
+struct PortHit {
+    found: bool,
+    match_id: u32,
+    flags: u32,
+}
+
+/// Looks a class, protocol and port (or ICMP type/code) up in `dir`'s rules.
+#[inline(always)]
+fn lookup_ports(class: u32, proto: u8, port: u16, dir: u32) -> PortHit {
+    let key = Key::new(PORT_KEY_BITS, PortKey::new(class, proto, port));
+    let value = if dir == direction::INGRESS { PORTS.get(key) } else { EPORTS.get(key) };
+    match value {
+        Some(v) => PortHit { found: true, match_id: v.match_id, flags: v.flags },
+        None => PortHit { found: false, match_id: 0, flags: 0 },
+    }
+}
+
+/// Whether the match set behind `flags` makes flows of `proto` untracked.
+#[inline(always)]
+fn untracked(flags: u32, proto: u8) -> bool {
+    match proto {
+        IPPROTO_TCP => flags & FLAG_UNTRACKED_TCP != 0,
+        IPPROTO_UDP => flags & FLAG_UNTRACKED_UDP != 0,
+        _ => false,
+    }
+}
+
+/// Whether a TCP/UDP packet of `dir` is a response of an untracked flow: the
+/// reversed packet (addresses and ports swapped) is allowed by the other direction's
+/// rules through a match set that is untracked for the protocol. The peer stays the
+/// same address; the reversed packet's destination port is this one's source port.
+#[inline(always)]
+fn response_of_untracked(p: &Parsed, peer: &[u8; 16], dir: u32) -> bool {
+    let proto = p.proto;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return false;
+    }
+    let back = if dir == direction::INGRESS { direction::EGRESS } else { direction::INGRESS };
+    let addr = lookup_addr(p.family, peer, back);
+    if !addr.found {
+        return false;
+    }
+    let hit = lookup_ports(addr.class, p.proto, p.sport, back);
+    hit.found && untracked(hit.flags, p.proto)
 }
 
 #[inline(always)]
@@ -72,19 +131,14 @@ fn frag_key(p: &Parsed, dir: u32) -> FragKey {
     }
 }
 
-#[inline(always)]
-fn now_ns() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
-}
-
-/// A later fragment passes while its allowed first fragment is recent.
+/// A later fragment passes while its allowed first fragment is recent (on the flow
+/// clock, so that tests can move it, too).
 #[inline(always)]
 fn later_fragment_allowed(p: &Parsed, dir: u32) -> bool {
     let key = frag_key(p, dir);
     match FRAGS.get_ptr(&key) {
         // SAFETY: a valid map value; a racing update only changes the timestamp.
-        Some(v) => now_ns().wrapping_sub(unsafe { (*v).first_seen_ns }) < FRAG_TIMEOUT_NS,
+        Some(v) => flow::now_ns().saturating_sub(unsafe { (*v).first_seen_ns }) < FRAG_TIMEOUT_NS,
         None => false,
     }
 }
@@ -92,14 +146,19 @@ fn later_fragment_allowed(p: &Parsed, dir: u32) -> bool {
 #[inline(always)]
 fn remember_first_fragment(p: &Parsed, dir: u32) {
     let key = frag_key(p, dir);
-    let value = FragValue { first_seen_ns: now_ns() };
+    let value = FragValue { first_seen_ns: flow::now_ns() };
     // A full table evicts its least recently used entry; nothing to do on failure.
     let _ = FRAGS.insert(&key, &value, 0);
 }
 
 #[inline(always)]
-fn count_rule_hit(match_id: u32) {
-    if let Some(hits) = RULE_HITS.get_ptr_mut(match_id) {
+fn count_rule_hit(match_id: u32, dir: u32) {
+    let slot = if dir == direction::INGRESS {
+        RULE_HITS.get_ptr_mut(match_id)
+    } else {
+        ERULE_HITS.get_ptr_mut(match_id)
+    };
+    if let Some(hits) = slot {
         // SAFETY: a per-CPU slot, written only by this CPU.
         unsafe { *hits += 1 };
     }
@@ -115,7 +174,9 @@ pub fn judge(f: &Frame, dir: u32) -> (bool, u32) {
         L3::NonIp => return (true, reason::NON_IP),
         L3::Malformed => return (false, reason::MALFORMED),
     }
-    let addr = lookup_addr(&p, dir);
+    p.launder();
+    let peer = if dir == direction::INGRESS { p.addrs[0] } else { p.addrs[1] };
+    let addr = lookup_addr(p.family, &peer, dir);
     let (allowed, why) = if addr.exempt {
         (true, reason::EXEMPT)
     } else if p.frag == FRAG_LATER {
@@ -124,22 +185,38 @@ pub fn judge(f: &Frame, dir: u32) -> (bool, u32) {
         return (false, reason::MALFORMED);
     } else if protocol_exempt(&p) {
         (true, reason::EXEMPT)
-    } else if !addr.found {
-        (false, reason::NO_RULE)
     } else {
-        let key = Key::new(PORT_KEY_BITS, PortKey::new(addr.class, p.proto, p.port));
-        match PORTS.get(key) {
-            Some(v) => {
-                count_rule_hit(v.match_id);
-                (true, reason::RULE)
-            }
-            None => (false, reason::NO_RULE),
-        }
+        stateful(&p, &peer, addr, dir)
     };
     if allowed && p.frag == FRAG_FIRST {
         remember_first_fragment(&p, dir);
     }
     (allowed, why)
+}
+
+/// Steps 5–7: the flow table, then the rules.
+#[inline(always)]
+fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> (bool, u32) {
+    let now = flow::now_ns();
+    if p.quote_ok && flow::is_related(p, dir, now) {
+        return (true, reason::TRACKED);
+    }
+    let key = flow::packet_key(p, dir);
+    if flow::refresh(&key, dir, p.tcp_flags, now) {
+        return (true, reason::TRACKED);
+    }
+    if !addr.found {
+        return (false, reason::NO_RULE);
+    }
+    let hit = lookup_ports(addr.class, p.proto, p.port, dir);
+    if !hit.found {
+        return (false, reason::NO_RULE);
+    }
+    count_rule_hit(hit.match_id, dir);
+    if !p.is_error && !untracked(hit.flags, p.proto) && !response_of_untracked(p, peer, dir) {
+        flow::create(&key, dir, p.proto, p.tcp_flags, now);
+    }
+    (true, reason::RULE)
 }
 
 /// Turns a decision into a verdict (audit mode passes what it would drop), counts

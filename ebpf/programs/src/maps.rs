@@ -1,38 +1,74 @@
 //! The maps and globals of the object. Names are those of `sgmirror_common::names`;
-//! the agent sizes `ADDR4`, `ADDR6`, `PORTS` and `RULE_HITS` to each policy at load
-//! time, so the sizes here are placeholders.
+//! the agent sizes the policy maps (`ADDR4`, `ADDR6`, `PORTS`, `RULE_HITS` and their
+//! egress twins) to each policy at load time, so their sizes here are placeholders.
+//! Both programs of a link share one object, so they share every map: `STATS`,
+//! `FRAGS`, `FLOWS` and `CLOCK` are per link, the policy maps per direction.
 
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
-use sgmirror_common::{AddrValue, Counter, FragKey, FragValue, PortKey, PortValue, STATS_LEN, mode};
+use sgmirror_common::{
+    AddrValue, Counter, FlowKey, FlowValue, FragKey, FragValue, PortKey, PortValue, STATS_LEN, Timeouts,
+    mode,
+};
 
-/// IPv4 peer prefixes → permission class (`BPF_F_NO_PREALLOC` is added by aya).
+/// IPv4 source prefixes of the inbound rules → permission class (`BPF_F_NO_PREALLOC`
+/// is added by aya).
 #[map]
 pub static ADDR4: LpmTrie<[u8; 4], AddrValue> = LpmTrie::with_max_entries(1, 0);
 
-/// IPv6 peer prefixes → permission class.
+/// IPv6 source prefixes of the inbound rules → permission class.
 #[map]
 pub static ADDR6: LpmTrie<[u8; 16], AddrValue> = LpmTrie::with_max_entries(1, 0);
 
-/// Class/protocol/port → match set.
+/// Inbound class/protocol/port → match set.
 #[map]
 pub static PORTS: LpmTrie<PortKey, PortValue> = LpmTrie::with_max_entries(1, 0);
+
+/// Hits per inbound match set.
+#[map]
+pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// IPv4 destination prefixes of the outbound rules → permission class.
+#[map]
+pub static EADDR4: LpmTrie<[u8; 4], AddrValue> = LpmTrie::with_max_entries(1, 0);
+
+/// IPv6 destination prefixes of the outbound rules → permission class.
+#[map]
+pub static EADDR6: LpmTrie<[u8; 16], AddrValue> = LpmTrie::with_max_entries(1, 0);
+
+/// Outbound class/protocol/port → match set.
+#[map]
+pub static EPORTS: LpmTrie<PortKey, PortValue> = LpmTrie::with_max_entries(1, 0);
+
+/// Hits per outbound match set.
+#[map]
+pub static ERULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Packets and bytes by `stat_index(direction, verdict, reason)`.
 #[map]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 
-/// Hits per match set.
-#[map]
-pub static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// First fragments that were allowed, shared by both directions.
+/// First fragments that were allowed, keyed with their direction.
 #[map]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(16384, 0);
+
+/// Tracked flows of the link, written by whichever direction allowed the first
+/// packet; the loader sets the size.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// Nanoseconds added (modulo 2^64) to `bpf_ktime_get_ns` for the flow clock: a test
+/// hook that moves time forward without sleeping; 0 in production.
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// `mode::ENFORCE` or `mode::AUDIT`, set by the loader.
 #[unsafe(no_mangle)]
 pub static MODE: Global<u32> = Global::new(mode::ENFORCE);
+
+/// Idle timeouts of the link's flows, set by the loader.
+#[unsafe(no_mangle)]
+pub static TIMEOUTS: Global<Timeouts> = Global::new(Timeouts::DEFAULT);

@@ -7,20 +7,34 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sgmirror_dataplane::{LoadOptions, LoadedProgram, Mode, load};
-use sgmirror_policy::compile::{Limits, MapImage, compile};
+use sgmirror_policy::compile::{CompiledInterface, Limits, compile};
 use sgmirror_policy::model::{
     Direction, Fragment, IcmpMatch, InterfacePolicy, L4, Packet, PeerSource, PortRange, Protocol,
-    ResolvedRule,
+    ResolvedRule, Timeouts,
 };
 
 /// An inbound rule.
 pub fn rule(id: &str, protocol: Protocol, peers: &[&str]) -> ResolvedRule {
+    rule_in(Direction::Ingress, id, protocol, peers)
+}
+
+/// An outbound rule.
+pub fn egress_rule(id: &str, protocol: Protocol, peers: &[&str]) -> ResolvedRule {
+    rule_in(Direction::Egress, id, protocol, peers)
+}
+
+/// A rule of `direction`.
+pub fn rule_in(direction: Direction, id: &str, protocol: Protocol, peers: &[&str]) -> ResolvedRule {
+    let source = match peers.first() {
+        Some(p) if p.contains(':') => PeerSource::CidrIpv6((*p).to_owned()),
+        p => PeerSource::Cidr(p.copied().unwrap_or_default().to_owned()),
+    };
     ResolvedRule {
         id: id.to_owned(),
         group_id: "sg-test".to_owned(),
-        direction: Direction::Ingress,
+        direction,
         protocol,
-        source: PeerSource::Cidr(peers.first().copied().unwrap_or_default().to_owned()),
+        source,
         peers: peers.iter().map(|p| p.parse::<IpNet>().expect("test prefix")).collect(),
     }
 }
@@ -50,14 +64,25 @@ pub fn policy(ingress: Vec<ResolvedRule>, exempt: &[&str]) -> InterfacePolicy {
     }
 }
 
-/// Compiles `policy` and loads the program with private maps.
-pub fn load_policy(policy: &InterfacePolicy, mode: Mode) -> (LoadedProgram, MapImage) {
+/// Idle timeouts of 0 s: every flow has expired by the next packet, so the programs
+/// judge each packet as new, like the stateless reference evaluator.
+pub const STATELESS: Timeouts =
+    Timeouts { tcp_established: 0, tcp_other: 0, udp: 0, udp_stream: 0, icmp: 0, other: 0 };
+
+/// Compiles `policy` and loads the programs with private maps, stateless (see
+/// [`STATELESS`]).
+pub fn load_policy(policy: &InterfacePolicy, mode: Mode) -> (LoadedProgram, CompiledInterface) {
+    load_with(policy, &LoadOptions { mode, timeouts: STATELESS, ..LoadOptions::default() })
+}
+
+/// Compiles `policy` and loads the programs with `opts`.
+pub fn load_with(policy: &InterfacePolicy, opts: &LoadOptions) -> (LoadedProgram, CompiledInterface) {
     let compiled = compile(policy, &Limits::default()).expect("policy compiles");
-    let program = match load(&compiled.ingress, &LoadOptions { mode, shared_pin_dir: None }) {
+    let program = match load(&compiled, opts) {
         Ok(p) => p,
-        Err(e) => panic!("loading the XDP program: {}", error_chain(&e)),
+        Err(e) => panic!("loading the programs: {}", error_chain(&e)),
     };
-    (program, compiled.ingress)
+    (program, compiled)
 }
 
 pub fn error_chain(error: &dyn std::error::Error) -> String {
@@ -117,3 +142,46 @@ pub fn proto_packet(src: &str, dst: &str, proto: u8) -> Packet {
 pub fn later_of(first: &Packet, id: u32) -> Packet {
     Packet { l4: L4::None, fragment: Fragment::Later(id), ..*first }
 }
+
+/// A bpffs mounted for this thread only; unmounted and removed on drop.
+pub struct PrivateBpffs(pub std::path::PathBuf);
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()) {
+            // SAFETY: unmounts our own mount, in our own mount namespace.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Mounts a fresh bpffs, visible to this thread only.
+pub fn private_bpffs() -> PrivateBpffs {
+    // SAFETY: unshare and mount only affect the calling thread's mount namespace.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare: {}", std::io::Error::last_os_error());
+        // Keep our mounts from propagating back to the host.
+        let root = c"/";
+        let rc = libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        assert_eq!(rc, 0, "making / private: {}", std::io::Error::last_os_error());
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "sgm-bpffs-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: as above.
+    let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    assert_eq!(rc, 0, "mounting bpffs: {}", std::io::Error::last_os_error());
+    PrivateBpffs(dir)
+}
+

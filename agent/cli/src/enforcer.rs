@@ -1,0 +1,148 @@
+//! One link under enforcement: its current program generation, the policy compiled
+//! into it, and the per-rule hits of the generations it replaced.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use anyhow::{Context, Result};
+use sgmirror_dataplane::{Attached, LoadOptions, LoadedProgram, Stats, TcAttachMode, XdpAttachMode, load};
+use sgmirror_policy::{
+    compile::{CompiledInterface, MapImage},
+    model::{Direction, InterfacePolicy},
+};
+
+use crate::{bindings::Binding, summary};
+
+/// A policy ready to be attached or swapped in: resolved, compiled and verified.
+pub struct Prepared {
+    pub policy: InterfacePolicy,
+    pub compiled: CompiledInterface,
+    pub program: LoadedProgram,
+}
+
+/// Resolves nothing and touches no link: compiles `policy` and loads it through the
+/// verifier, with the link's shared state in `pin_dir`.
+pub fn prepare(policy: InterfacePolicy, compiled: CompiledInterface, opts: &LoadOptions) -> Result<Prepared> {
+    let program = load(&compiled, opts)
+        .with_context(|| format!("loading the programs for {}", policy.interface_id))?;
+    Ok(Prepared { policy, compiled, program })
+}
+
+/// A link being enforced.
+pub struct Enforcer {
+    pub binding: Binding,
+    pub pin_dir: PathBuf,
+    pub attached: Attached,
+    pub generation: u64,
+    /// When the policy in force was applied.
+    pub applied_at: std::time::SystemTime,
+    current: Prepared,
+    /// Hits of rules, by id, counted by generations that have been replaced.
+    past_hits: BTreeMap<String, u64>,
+}
+
+impl Enforcer {
+    /// Attaches `prepared` to the binding's link.
+    pub fn attach(binding: Binding, pin_dir: PathBuf, mut prepared: Prepared, xdp: XdpAttachMode, tc: TcAttachMode) -> Result<Enforcer> {
+        let attached = prepared
+            .program
+            .attach(&binding.link.name, xdp, tc)
+            .with_context(|| format!("attaching to {}", binding.link.name))?;
+        Ok(Enforcer {
+            binding,
+            pin_dir,
+            attached,
+            generation: 1,
+            applied_at: std::time::SystemTime::now(),
+            current: prepared,
+            past_hits: BTreeMap::new(),
+        })
+    }
+
+    /// The compiled policy in force.
+    pub fn compiled(&self) -> &CompiledInterface {
+        &self.current.compiled
+    }
+
+    /// The resolved policy in force.
+    pub fn policy(&self) -> &InterfacePolicy {
+        &self.current.policy
+    }
+
+    /// Swaps `next` in, atomically for each hook, and keeps the hits the old
+    /// generation counted.
+    pub fn replace(&mut self, next: Prepared) -> Result<()> {
+        let Prepared { policy, compiled, program } = next;
+        // Afterwards `self.current.program` is the new generation, on the hooks.
+        let old_program = self.current.program.replace(program).context("swapping in the new programs")?;
+        self.current.policy = policy;
+        let old_compiled = std::mem::replace(&mut self.current.compiled, compiled);
+        // A packet already inside an old program finishes within an RCU grace period;
+        // give it a moment before reading the old generation's last counts.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let hits = old_program.rule_hits(direction)?;
+            add_hits(&mut self.past_hits, old_compiled.image(direction), &hits);
+        }
+        self.generation += 1;
+        self.applied_at = std::time::SystemTime::now();
+        Ok(())
+    }
+
+    /// Counters of the link (shared by all generations).
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(self.current.program.stats()?)
+    }
+
+    /// Hits per rule id over every generation; every rule in force is listed.
+    pub fn rule_hits(&self) -> Result<Vec<summary::RuleHits>> {
+        let mut totals = self.past_hits.clone();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for rule in self.current.policy.rules(direction) {
+                totals.entry(rule.id.clone()).or_insert(0);
+            }
+            let hits = self.current.program.rule_hits(direction)?;
+            add_hits(&mut totals, self.current.compiled.image(direction), &hits);
+        }
+        Ok(totals.into_iter().map(|(rule, packets)| summary::RuleHits { rule, packets }).collect())
+    }
+
+    /// Flows in the link's table.
+    pub fn flow_count(&self) -> Result<usize> {
+        Ok(self.current.program.flow_count()?)
+    }
+
+    /// Detaches both programs.
+    pub fn detach(self) -> Result<()> {
+        Ok(self.current.program.detach()?)
+    }
+}
+
+fn add_hits(totals: &mut BTreeMap<String, u64>, image: &MapImage, hits: &[u64]) {
+    for (set, count) in image.match_sets.iter().zip(hits) {
+        for rule in set {
+            *totals.entry(rule.clone()).or_default() += count;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_on_a_match_set_counts_for_each_of_its_rules() {
+        let image = MapImage {
+            addr4: Vec::new(),
+            addr6: Vec::new(),
+            ports: Vec::new(),
+            match_sets: vec![vec!["a".to_owned()], vec!["a".to_owned(), "b".to_owned()]],
+            classes: 0,
+            rules: 2,
+        };
+        let mut totals = BTreeMap::from([("c".to_owned(), 0)]);
+        add_hits(&mut totals, &image, &[3, 4]);
+        add_hits(&mut totals, &image, &[1, 0]);
+        let got: Vec<_> = totals.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        assert_eq!(got, [("a", 8), ("b", 4), ("c", 0)]);
+    }
+}
