@@ -73,3 +73,67 @@ fn bad_explain_arguments_are_errors_not_verdicts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("eni-nope"));
 }
+
+#[test]
+fn a_trace_makes_replies_tracked_in_the_model_and_in_the_kernel() {
+    let (snapshot, eni) = example();
+    let dir = std::env::temp_dir().join(format!("sgm-trace-{}", sgmirror_e2e::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("trace.json");
+    // The web server opens a connection out (allowed by its egress-all rule).
+    std::fs::write(
+        &trace,
+        r#"[{"direction": "egress", "proto": "tcp", "src": "10.0.1.10", "dst": "198.51.100.50",
+             "sport": 40000, "dport": 443, "tcp_flags": "S"}]"#,
+    )
+    .unwrap();
+    let trace = trace.to_str().unwrap();
+    let reply = ["--proto", "tcp", "--src", "198.51.100.50", "--dst", "10.0.1.10", "--sport", "443", "--dport", "40000"];
+    let run = |extra: &[&str], kernel: bool| {
+        let mut args: Vec<&str> = reply.to_vec();
+        args.extend_from_slice(extra);
+        explain(&snapshot, &eni, &args, kernel)
+    };
+    for kernel in [false, true] {
+        let untraced = run(&["--tcp-flags", "SA"], kernel);
+        assert_eq!((untraced["verdict"].as_str(), untraced["reason"].as_str()), (Some("drop"), Some("no-rule")));
+        let traced = run(&["--tcp-flags", "SA", "--trace", trace], kernel);
+        assert_eq!((traced["verdict"].as_str(), traced["reason"].as_str()), (Some("allow"), Some("tracked")));
+        // A connection still opening is forgotten after 120 s idle.
+        let late = run(&["--tcp-flags", "SA", "--trace", trace, "--after-ms", "121000"], kernel);
+        assert_eq!(late["reason"], "no-rule", "kernel={kernel}: {late}");
+        // A fragmentation-needed error quoting the connection is related to it.
+        let error = explain(
+            &snapshot,
+            &eni,
+            &[
+                "--proto", "icmp", "--src", "203.0.113.1", "--dst", "10.0.1.10", "--icmp-type", "3", "--icmp-code",
+                "4", "--trace", trace, "--quotes", "0",
+            ],
+            kernel,
+        );
+        assert_eq!((error["verdict"].as_str(), error["reason"].as_str()), (Some("allow"), Some("tracked")));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn egress_is_explained_by_the_model_and_the_kernel_alike() {
+    let (snapshot, eni) = example();
+    let out = |kernel: bool| {
+        let mut args = vec![
+            "explain", "--snapshot", &snapshot, "--interface", &eni, "--egress", "--json", "--proto", "udp", "--src",
+            "10.0.1.10", "--dst", "198.51.100.9", "--dport", "53",
+        ];
+        if kernel {
+            args.push("--kernel");
+        }
+        let o = run_to_end(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let model = out(false);
+    assert_eq!(model, out(true));
+    assert_eq!(model["verdict"], "allow");
+    assert_eq!(model["reason"], "rule");
+}
