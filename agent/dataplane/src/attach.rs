@@ -128,6 +128,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// An attach error because the link does not exist (no point in falling back).
+fn unknown_interface(e: &DataplaneError) -> bool {
+    matches!(e, DataplaneError::Attach { source, .. } if matches!(**source, ProgramError::UnknownInterface { .. }))
+}
+
 fn tcx_available() -> bool {
     KernelVersion::current().map(|v| v >= KernelVersion::new(6, 6, 0)).unwrap_or(false)
 }
@@ -159,7 +164,7 @@ impl LoadedProgram {
             XdpAttachMode::Native => self.attach_xdp(ifname, AttachedMode::Native),
             XdpAttachMode::Generic => self.attach_xdp(ifname, AttachedMode::Generic),
             XdpAttachMode::Auto => match self.attach_xdp(ifname, AttachedMode::Native) {
-                Err(e @ DataplaneError::Attach { source: ProgramError::UnknownInterface { .. }, .. }) => Err(e),
+                Err(e @ DataplaneError::Attach { .. }) if unknown_interface(&e) => Err(e),
                 Err(native) => {
                     tracing::warn!(
                         link = ifname,
@@ -186,12 +191,16 @@ impl LoadedProgram {
         Ok(mode)
     }
 
-    fn attach_xdp(&mut self, ifname: &str, mode: AttachedMode) -> Result<(XdpLink, AttachedMode), DataplaneError> {
+    fn attach_xdp(
+        &mut self,
+        ifname: &str,
+        mode: AttachedMode,
+    ) -> Result<(XdpLink, AttachedMode), DataplaneError> {
         let attach_error = |source| DataplaneError::Attach {
             hook: XDP_HOOK,
             link: ifname.to_owned(),
             mode: mode.as_str(),
-            source,
+            source: Box::new(source),
         };
         let xdp = self.xdp_mut()?;
         let id = xdp.attach(ifname, mode.xdp_mode()).map_err(attach_error)?;
@@ -210,7 +219,7 @@ impl LoadedProgram {
             hook: TC_HOOK,
             link: ifname.to_owned(),
             mode: mode.as_str(),
-            source,
+            source: Box::new(source),
         };
         let (options, created) = match mode {
             TcMode::Tcx => (TcAttachOptions::TcxOrder(LinkOrder::default()), None),
@@ -327,7 +336,11 @@ impl LoadedProgram {
             Some(ifindex) => qdisc::delete_clsact(ifindex),
             None => Ok(()),
         };
-        xdp_result.map_err(|source| DataplaneError::Detach { hook: XDP_HOOK, link: ifname.clone(), source })?;
+        xdp_result.map_err(|source| DataplaneError::Detach {
+            hook: XDP_HOOK,
+            link: ifname.clone(),
+            source,
+        })?;
         tc_result.map_err(|source| DataplaneError::Detach { hook: TC_HOOK, link: ifname.clone(), source })?;
         qdisc_result.map_err(|source| DataplaneError::Qdisc { link: ifname.clone(), source })?;
         tracing::info!(link = %ifname, "programs detached");

@@ -58,9 +58,9 @@ pub enum DataplaneError {
         link: String,
         /// Requested mode.
         mode: &'static str,
-        /// What the kernel said.
+        /// What the kernel said (boxed: the largest of the variants).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// Replacing a program on a link failed.
     #[error("replacing the {hook} program on {link}")]

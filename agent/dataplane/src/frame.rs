@@ -453,7 +453,8 @@ mod tests {
 
     #[test]
     fn transport_sets_flags_echo_ids_and_the_quoted_packet() {
-        let syn_ack = packet("10.0.0.5", "192.0.2.1", proto::TCP, L4::Ports { src: 80, dst: 4000 }, Fragment::None);
+        let syn_ack =
+            packet("10.0.0.5", "192.0.2.1", proto::TCP, L4::Ports { src: 80, dst: 4000 }, Fragment::None);
         let opts = FrameOptions {
             transport: Transport { tcp_flags: 0x12, ..Transport::default() },
             ..Default::default()
@@ -464,8 +465,17 @@ mod tests {
         let (f, layout) = build_with_layout(&syn_ack, &FrameOptions::default());
         assert_eq!(f[layout.l4 + 13], 0x02);
 
-        let echo = packet("2001:db8::1", "2001:db8::2", proto::ICMPV6, L4::Icmp { icmp_type: 128, code: 0 }, Fragment::None);
-        let opts = FrameOptions { transport: Transport { icmp_id: 0xbeef, ..Transport::default() }, ..Default::default() };
+        let echo = packet(
+            "2001:db8::1",
+            "2001:db8::2",
+            proto::ICMPV6,
+            L4::Icmp { icmp_type: 128, code: 0 },
+            Fragment::None,
+        );
+        let opts = FrameOptions {
+            transport: Transport { icmp_id: 0xbeef, ..Transport::default() },
+            ..Default::default()
+        };
         let (f, layout) = build_with_layout(&echo, &opts);
         assert_eq!(&f[layout.l4 + 4..layout.l4 + 6], &[0xbe, 0xef]);
         let pseudo = pseudo_header_sum(&echo.src, &echo.dst, proto::ICMPV6, layout.ip_end - layout.l4);
@@ -478,8 +488,17 @@ mod tests {
             l4: L4::Ports { src: 5555, dst: 443 },
             icmp_id: 0,
         };
-        let too_big = packet("2001:db8::9", "2001:db8::2", proto::ICMPV6, L4::Icmp { icmp_type: 2, code: 0 }, Fragment::None);
-        let opts = FrameOptions { transport: Transport { embedded: Some(quoted), ..Transport::default() }, ..Default::default() };
+        let too_big = packet(
+            "2001:db8::9",
+            "2001:db8::2",
+            proto::ICMPV6,
+            L4::Icmp { icmp_type: 2, code: 0 },
+            Fragment::None,
+        );
+        let opts = FrameOptions {
+            transport: Transport { embedded: Some(quoted), ..Transport::default() },
+            ..Default::default()
+        };
         let (f, layout) = build_with_layout(&too_big, &opts);
         let q = layout.l4 + 8;
         assert_eq!(layout.ip_end - q, 40 + 8);
@@ -495,8 +514,12 @@ mod tests {
             l4: L4::Icmp { icmp_type: 8, code: 0 },
             icmp_id: 77,
         };
-        let exceeded = packet("192.0.2.1", "10.0.0.5", proto::ICMP, L4::Icmp { icmp_type: 11, code: 0 }, Fragment::None);
-        let opts = FrameOptions { transport: Transport { embedded: Some(quoted4), ..Transport::default() }, ..Default::default() };
+        let exceeded =
+            packet("192.0.2.1", "10.0.0.5", proto::ICMP, L4::Icmp { icmp_type: 11, code: 0 }, Fragment::None);
+        let opts = FrameOptions {
+            transport: Transport { embedded: Some(quoted4), ..Transport::default() },
+            ..Default::default()
+        };
         let (f, layout) = build_with_layout(&exceeded, &opts);
         let q = layout.l4 + 8;
         assert_eq!(layout.ip_end - q, 28);

@@ -173,7 +173,8 @@ pub fn load(compiled: &CompiledInterface, opts: &LoadOptions) -> Result<LoadedPr
             .map_max_entries(maps.hits, capacity(image.match_sets.len()));
     }
     if let Some(dir) = &opts.shared_pin_dir {
-        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| DataplaneError::PinDir { path: dir.clone(), source })?;
         for name in SHARED_MAPS {
             loader.map_pin_path(name, dir.join(name));
         }
@@ -300,8 +301,10 @@ impl LoadedProgram {
     }
 
     pub(crate) fn xdp(&self) -> Result<&Xdp, DataplaneError> {
-        let program =
-            self.ebpf.program(names::XDP_INGRESS).ok_or(DataplaneError::MissingProgram(names::XDP_INGRESS))?;
+        let program = self
+            .ebpf
+            .program(names::XDP_INGRESS)
+            .ok_or(DataplaneError::MissingProgram(names::XDP_INGRESS))?;
         program.try_into().map_err(|source| DataplaneError::Verifier { program: names::XDP_INGRESS, source })
     }
 
@@ -454,7 +457,12 @@ fn update_elem<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K, value: &V)
     // SAFETY: the attribute points at `key` and `value`, which outlive the call; the
     // kernel reads the map's key and value sizes from them, which `K` and `V` match.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, &raw const attr, size_of::<ElemAttr>() as libc::c_long)
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &raw const attr,
+            size_of::<ElemAttr>() as libc::c_long,
+        )
     };
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }

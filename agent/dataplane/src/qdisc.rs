@@ -71,7 +71,8 @@ pub fn has_clsact(ifname: &str) -> io::Result<bool> {
 fn request(kind: u16, flags: i32, ifindex: u32) -> io::Result<()> {
     let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
     // SAFETY: a plain socket call; the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd =
+        unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -100,9 +101,7 @@ fn request(kind: u16, flags: i32, ifindex: u32) -> io::Result<()> {
     };
     // SAFETY: sends the bytes of `req`, which is `repr(C)` without uninitialised
     // padding (every field is written, the struct has no implicit gaps).
-    let sent = unsafe {
-        libc::send(socket.as_raw_fd(), (&raw const req).cast(), size_of::<Request>(), 0)
-    };
+    let sent = unsafe { libc::send(socket.as_raw_fd(), (&raw const req).cast(), size_of::<Request>(), 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }

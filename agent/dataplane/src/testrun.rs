@@ -136,7 +136,14 @@ impl LoadedProgram {
             [id] => Some(*id),
             more => return Err(DataplaneError::Counters(format!("several match sets moved: {more:?}"))),
         };
-        Ok(Observation { action, direction: counted_direction, verdict, reason, bytes: counter.bytes, match_id })
+        Ok(Observation {
+            action,
+            direction: counted_direction,
+            verdict,
+            reason,
+            bytes: counter.bytes,
+            match_id,
+        })
     }
 
     /// Runs one direction's program once on `frame` and tells the verdict, the reason

@@ -57,7 +57,10 @@ fn tcx_egress(link: &str) -> Vec<u32> {
 
 /// The clsact egress filters of `link` as (preference, handle, program id).
 fn clsact_egress(link: &str) -> Vec<(u64, String, u32)> {
-    let out = Command::new("tc").args(["-j", "filter", "show", "dev", link, "egress"]).output().expect("running tc");
+    let out = Command::new("tc")
+        .args(["-j", "filter", "show", "dev", link, "egress"])
+        .output()
+        .expect("running tc");
     if !out.status.success() || out.stdout.is_empty() {
         return Vec::new();
     }
@@ -136,15 +139,12 @@ fn check_enforces(p: &LoadedProgram, egress_drops_before: u64) {
     let out = sgmirror_dataplane::frame::build(&tcp_packet("10.0.0.5", "192.0.2.1", 22), &Default::default());
     let sent = send_raw("sgm0", &out);
     assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::ENOBUFS), "the sender sees the drop");
-    let bytes = wait_for(
-        p,
-        (direction::EGRESS, verdict::DROP, reason::NO_RULE),
-        egress_drops_before + 1,
-        "egress",
-    );
+    let bytes =
+        wait_for(p, (direction::EGRESS, verdict::DROP, reason::NO_RULE), egress_drops_before + 1, "egress");
     assert!(bytes >= out.len() as u64);
     let before = p.stat(direction::INGRESS, verdict::DROP, reason::NO_RULE).unwrap().packets;
-    let inbound = sgmirror_dataplane::frame::build(&tcp_packet("192.0.2.1", "10.0.0.5", 22), &Default::default());
+    let inbound =
+        sgmirror_dataplane::frame::build(&tcp_packet("192.0.2.1", "10.0.0.5", 22), &Default::default());
     send_raw("sgm1", &inbound).expect("sending into sgm1");
     wait_for(p, (direction::INGRESS, verdict::DROP, reason::NO_RULE), before + 1, "ingress");
 }
@@ -212,7 +212,10 @@ fn clsact_fallback_attach_replace_and_detach_on_a_veth() {
     assert_ne!(out1, out2);
     let after = clsact_egress("sgm0");
     assert_eq!(after, vec![(filters[0].0, filters[0].1.clone(), out2)]);
-    assert_eq!(attached_xdp("sgm0"), Some(("generic".to_owned(), current.program_id(Direction::Ingress).unwrap())));
+    assert_eq!(
+        attached_xdp("sgm0"),
+        Some(("generic".to_owned(), current.program_id(Direction::Ingress).unwrap()))
+    );
     drop(previous);
     assert_eq!(clsact_egress("sgm0").len(), 1);
     check_enforces(&current, 0);
@@ -273,4 +276,124 @@ fn an_unknown_link_is_an_error_that_leaves_nothing_behind() {
     assert!(matches!(err, DataplaneError::Attach { hook: "XDP", .. }), "{err:?}");
     assert!(tcx_egress("sgm0").is_empty(), "the TCX link of the failed attach is gone");
     assert_eq!(clsact_egress("sgm0").len(), 1, "the first program's filter stays");
+}
+
+/// Runs `ip` with `args` in the calling thread's network namespace.
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("running ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// The thread id of the caller (to move a link into its network namespace).
+fn gettid() -> i32 {
+    // SAFETY: no arguments, no memory.
+    unsafe { libc::gettid() }
+}
+
+#[test]
+fn stateful_enforcement_on_real_tcp_and_ping() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    private_veth();
+    // The peer: a thread in a network namespace of its own holding sgm1, with an echo
+    // server; it reports back whether it could connect to us unsolicited.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<i32>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        // SAFETY: only this thread's namespace changes.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        ready_tx.send(gettid()).unwrap();
+        go_rx.recv().unwrap();
+        ip(&["addr", "add", "10.0.0.9/24", "dev", "sgm1"]);
+        ip(&["addr", "add", "fd00:5e::9/64", "dev", "sgm1", "nodad"]);
+        ip(&["link", "set", "sgm1", "up"]);
+        ip(&["link", "set", "lo", "up"]);
+        let listeners: Vec<TcpListener> = ["10.0.0.9:7777", "[fd00:5e::9]:7777"]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("bind"))
+            .collect();
+        go_rx.recv().unwrap();
+        for l in &listeners {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = s.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                s.write_all(&buf[..n]).expect("write");
+            }
+        }
+        // Unsolicited, to a port we listen on: must not get through.
+        go_rx.recv().unwrap();
+        let ours: SocketAddr = "10.0.0.5:7778".parse().unwrap();
+        let got_through = TcpStream::connect_timeout(&ours, Duration::from_millis(700)).is_ok();
+        // The namespace, and with it the veth pair, lives as long as this thread.
+        ready_tx.send(i32::from(got_through)).unwrap();
+        go_rx.recv().unwrap();
+    });
+    let tid = ready_rx.recv().unwrap();
+    ip(&["link", "set", "sgm1", "netns", &tid.to_string()]);
+    go_tx.send(()).unwrap();
+    ip(&["addr", "add", "10.0.0.5/24", "dev", "sgm0"]);
+    ip(&["addr", "add", "fd00:5e::5/64", "dev", "sgm0", "nodad"]);
+    ip(&["link", "set", "sgm0", "up"]);
+    ip(&["link", "set", "lo", "up"]);
+    let _ours = TcpListener::bind("10.0.0.5:7778").expect("bind");
+
+    // No inbound rules at all; everything out.
+    let mut policy = policy(Vec::new(), &[]);
+    policy.egress = vec![
+        egress_rule("sgr-out4", sgmirror_policy::model::Protocol::All, &["0.0.0.0/0"]),
+        egress_rule("sgr-out6", sgmirror_policy::model::Protocol::All, &["::/0"]),
+    ];
+    let (mut p, _) = load_with(&policy, &sgmirror_dataplane::LoadOptions::default());
+    p.attach("sgm0", XdpAttachMode::Native, TcAttachMode::Tcx).expect("attach");
+    std::thread::sleep(Duration::from_millis(200));
+    go_tx.send(()).unwrap();
+
+    for target in ["10.0.0.9:7777", "[fd00:5e::9]:7777"] {
+        let addr: SocketAddr = target.parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect out");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Enough to be segmented (GSO/TSO skbs at TC egress).
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                w.write_all(&data).unwrap();
+                w.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).expect("echo");
+        writer.join().unwrap();
+        assert!(back == data, "{target}: {} of {} bytes echoed", back.len(), data.len());
+    }
+    for target in ["10.0.0.9", "fd00:5e::9"] {
+        let out = Command::new("ping").args(["-c", "2", "-W", "2", target]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ping {target}: {}{}\n{:?}\n{:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            p.stats().unwrap(),
+            p.flows().unwrap()
+        );
+    }
+    go_tx.send(()).unwrap();
+    let unsolicited_got_through = ready_rx.recv().unwrap() != 0;
+    assert!(!unsolicited_got_through, "an unsolicited connection got in");
+
+    let stats = p.stats().unwrap();
+    let get = |d, v, r| stats.get(d, v, r).packets;
+    assert!(get(direction::EGRESS, verdict::ALLOW, reason::RULE) >= 4, "{stats:?}");
+    assert!(get(direction::INGRESS, verdict::ALLOW, reason::TRACKED) >= 20, "{stats:?}");
+    assert!(get(direction::INGRESS, verdict::DROP, reason::NO_RULE) >= 1, "{stats:?}");
+    assert_eq!(get(direction::EGRESS, verdict::DROP, reason::MALFORMED), 0, "{stats:?}");
+    assert_eq!(get(direction::INGRESS, verdict::DROP, reason::MALFORMED), 0, "{stats:?}");
+    assert!(p.flow_count().unwrap() >= 4);
+    go_tx.send(()).unwrap();
+    peer.join().unwrap();
 }

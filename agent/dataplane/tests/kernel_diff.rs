@@ -165,7 +165,13 @@ fn random_policy(rng: &mut StdRng, a: &Anchors, direction: Direction) -> Interfa
         Direction::Ingress => (rules, Vec::new()),
         Direction::Egress => (Vec::new(), rules),
     };
-    InterfacePolicy { interface_id: "eni-random".to_owned(), ingress, egress, exempt, ..InterfacePolicy::default() }
+    InterfacePolicy {
+        interface_id: "eni-random".to_owned(),
+        ingress,
+        egress,
+        exempt,
+        ..InterfacePolicy::default()
+    }
 }
 
 /// An address in `net`, at an edge or inside, or (sometimes) just outside it.
@@ -285,7 +291,13 @@ struct PacketSource {
 }
 
 impl PacketSource {
-    fn next(&mut self, rng: &mut StdRng, policy: &InterfacePolicy, a: &Anchors, direction: Direction) -> Packet {
+    fn next(
+        &mut self,
+        rng: &mut StdRng,
+        policy: &InterfacePolicy,
+        a: &Anchors,
+        direction: Direction,
+    ) -> Packet {
         if !self.pending.is_empty() && rng.gen_bool(0.3) {
             let i = rng.gen_range(0..self.pending.len());
             let mut later = self.pending.swap_remove(i);
@@ -363,7 +375,14 @@ impl Run {
     }
 }
 
-fn check_policy(rng: &mut StdRng, index: usize, packets: usize, mode: Mode, direction: Direction, run: &mut Run) {
+fn check_policy(
+    rng: &mut StdRng,
+    index: usize,
+    packets: usize,
+    mode: Mode,
+    direction: Direction,
+    run: &mut Run,
+) {
     let a = anchors(rng);
     let policy = random_policy(rng, &a, direction);
     let (program, compiled) = load_policy(&policy, mode);

@@ -509,10 +509,25 @@ fn malformed_frames_are_malformed_at_egress_too() {
     // The TC program parses the skb the kernel builds from the same bytes: every
     // row the XDP program finds malformed, it finds malformed too.
     let (program, _) = load_policy(&table_policy(), Mode::Enforce);
-    let cases: Vec<Case> = enforce_cases().into_iter().filter(|c| c.expect.reason == reason::MALFORMED).collect();
+    let cases: Vec<Case> =
+        enforce_cases().into_iter().filter(|c| c.expect.reason == reason::MALFORMED).collect();
     assert!(cases.len() >= 10, "{} malformed rows", cases.len());
     let mut mismatches = Vec::new();
     for c in &cases {
+        // BPF_PROG_TEST_RUN refuses to build an skb whose IP header is cut short
+        // (EINVAL); such a frame never reaches a TC program there.
+        let ethertype = u16::from_be_bytes([c.frame[12], c.frame[13]]);
+        let ip_min = match ethertype {
+            0x0800 => 20,
+            0x86dd => 40,
+            _ => 0,
+        };
+        if c.frame.len() < 14 + ip_min {
+            if program.test_run(&c.frame, Direction::Egress).is_ok() {
+                mismatches.push(format!("{}: a cut IP header was run", c.name));
+            }
+            continue;
+        }
         match program.observe(&c.frame, Direction::Egress) {
             Ok(seen) => {
                 let got = (seen.action, seen.direction, seen.verdict, seen.reason, seen.bytes);

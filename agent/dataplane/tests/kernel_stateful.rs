@@ -19,7 +19,13 @@ const ME4: &str = "10.0.0.5";
 const ME6: &str = "2001:db8:ff::5";
 
 fn tcp(src: &str, dst: &str, sport: u16, dport: u16) -> Packet {
-    Packet { src: addr(src), dst: addr(dst), proto: proto::TCP, l4: L4::Ports { src: sport, dst: dport }, fragment: Fragment::None }
+    Packet {
+        src: addr(src),
+        dst: addr(dst),
+        proto: proto::TCP,
+        l4: L4::Ports { src: sport, dst: dport },
+        fragment: Fragment::None,
+    }
 }
 
 fn udp(src: &str, dst: &str, sport: u16, dport: u16) -> Packet {
@@ -74,32 +80,65 @@ fn load(policy: &InterfacePolicy) -> LoadedProgram {
 fn aws_worked_example_tracked_and_untracked() {
     let p = load(&web_server(true));
     // Web from anywhere, everything out: untracked both ways, no entry.
-    assert_eq!(send(&p, Direction::Ingress, &tcp("198.51.100.7", ME4, 40000, 80), flags(tcp_flags::SYN)), ALLOW_RULE);
     assert_eq!(
-        send(&p, Direction::Egress, &tcp(ME4, "198.51.100.7", 80, 40000), flags(tcp_flags::SYN | tcp_flags::ACK)),
+        send(&p, Direction::Ingress, &tcp("198.51.100.7", ME4, 40000, 80), flags(tcp_flags::SYN)),
         ALLOW_RULE
     );
-    assert_eq!(send(&p, Direction::Ingress, &tcp("2001:db8::7", ME6, 40000, 80), flags(tcp_flags::SYN)), ALLOW_RULE);
+    assert_eq!(
+        send(
+            &p,
+            Direction::Egress,
+            &tcp(ME4, "198.51.100.7", 80, 40000),
+            flags(tcp_flags::SYN | tcp_flags::ACK)
+        ),
+        ALLOW_RULE
+    );
+    assert_eq!(
+        send(&p, Direction::Ingress, &tcp("2001:db8::7", ME6, 40000, 80), flags(tcp_flags::SYN)),
+        ALLOW_RULE
+    );
     assert_eq!(p.flow_count().unwrap(), 0, "untracked flows leave no entry");
     // Ssh from one host: tracked.
-    assert_eq!(send(&p, Direction::Ingress, &tcp("203.0.113.1", ME4, 50000, 22), flags(tcp_flags::SYN)), ALLOW_RULE);
+    assert_eq!(
+        send(&p, Direction::Ingress, &tcp("203.0.113.1", ME4, 50000, 22), flags(tcp_flags::SYN)),
+        ALLOW_RULE
+    );
     let flows = p.flows().unwrap();
     assert_eq!(flows.len(), 1);
-    assert_eq!((flows[0].0.local_port, flows[0].0.remote_port, flows[0].1.state), (22, 50000, flow_state::TCP_OPENING));
     assert_eq!(
-        send(&p, Direction::Egress, &tcp(ME4, "203.0.113.1", 22, 50000), flags(tcp_flags::SYN | tcp_flags::ACK)),
+        (flows[0].0.local_port, flows[0].0.remote_port, flows[0].1.state),
+        (22, 50000, flow_state::TCP_OPENING)
+    );
+    assert_eq!(
+        send(
+            &p,
+            Direction::Egress,
+            &tcp(ME4, "203.0.113.1", 22, 50000),
+            flags(tcp_flags::SYN | tcp_flags::ACK)
+        ),
         TRACKED
     );
     assert_eq!(p.flows().unwrap()[0].1.state, flow_state::TCP_ESTABLISHED);
 
     // Without the IPv4 all-traffic egress rule, IPv4 web is tracked; IPv6 is not.
     let p = load(&web_server(false));
-    assert_eq!(send(&p, Direction::Ingress, &tcp("198.51.100.7", ME4, 40000, 80), flags(tcp_flags::SYN)), ALLOW_RULE);
-    assert_eq!(send(&p, Direction::Ingress, &tcp("2001:db8::7", ME6, 40000, 80), flags(tcp_flags::SYN)), ALLOW_RULE);
+    assert_eq!(
+        send(&p, Direction::Ingress, &tcp("198.51.100.7", ME4, 40000, 80), flags(tcp_flags::SYN)),
+        ALLOW_RULE
+    );
+    assert_eq!(
+        send(&p, Direction::Ingress, &tcp("2001:db8::7", ME6, 40000, 80), flags(tcp_flags::SYN)),
+        ALLOW_RULE
+    );
     assert_eq!(p.flow_count().unwrap(), 1);
     // The IPv4 reply passes on the entry (no IPv4 egress rule at all).
     assert_eq!(
-        send(&p, Direction::Egress, &tcp(ME4, "198.51.100.7", 80, 40000), flags(tcp_flags::SYN | tcp_flags::ACK)),
+        send(
+            &p,
+            Direction::Egress,
+            &tcp(ME4, "198.51.100.7", 80, 40000),
+            flags(tcp_flags::SYN | tcp_flags::ACK)
+        ),
         TRACKED
     );
 }
@@ -113,8 +152,14 @@ fn outbound_connections_get_their_replies_without_inbound_rules() {
     ];
     let p = load(&policy);
     for (me, peer) in [(ME4, "192.0.2.9"), (ME6, "2001:db8::9")] {
-        assert_eq!(send(&p, Direction::Egress, &tcp(me, peer, 41000, 443), flags(tcp_flags::SYN)), ALLOW_RULE);
-        assert_eq!(send(&p, Direction::Ingress, &tcp(peer, me, 443, 41000), flags(tcp_flags::SYN | tcp_flags::ACK)), TRACKED);
+        assert_eq!(
+            send(&p, Direction::Egress, &tcp(me, peer, 41000, 443), flags(tcp_flags::SYN)),
+            ALLOW_RULE
+        );
+        assert_eq!(
+            send(&p, Direction::Ingress, &tcp(peer, me, 443, 41000), flags(tcp_flags::SYN | tcp_flags::ACK)),
+            TRACKED
+        );
         // The same port from another host, or another port from the same host: no.
         let other = if me == ME4 { "192.0.2.10" } else { "2001:db8::10" };
         assert_eq!(send(&p, Direction::Ingress, &tcp(other, me, 443, 41000), flags(tcp_flags::ACK)), DROP);
@@ -154,7 +199,8 @@ fn icmp_errors_about_tracked_flows_pass_others_are_judged_by_the_rules() {
             l4: L4::Icmp { icmp_type: t, code: c },
             fragment: Fragment::None,
         };
-        let embedded = Embedded { src: quoted.src, dst: quoted.dst, proto: quoted.proto, l4: quoted.l4, icmp_id: 0 };
+        let embedded =
+            Embedded { src: quoted.src, dst: quoted.dst, proto: quoted.proto, l4: quoted.l4, icmp_id: 0 };
         (packet, Transport { embedded: Some(embedded), ..Transport::default() })
     };
     let out4 = tcp(ME4, "192.0.2.9", 42000, 443);
@@ -169,7 +215,10 @@ fn icmp_errors_about_tracked_flows_pass_others_are_judged_by_the_rules() {
     let out6 = tcp(ME6, "2001:db8::9", 42000, 443);
     assert_eq!(send(&p, Direction::Egress, &out6, flags(tcp_flags::SYN)), ALLOW_RULE);
     let (e, t) = error("2001:db8:eeee::1", ME6, proto::ICMPV6, 2, 0, out6);
-    let bytes = frame::build(&e, &FrameOptions { transport: t, ipv6_ext_headers: vec![0, 60], ..FrameOptions::default() });
+    let bytes = frame::build(
+        &e,
+        &FrameOptions { transport: t, ipv6_ext_headers: vec![0, 60], ..FrameOptions::default() },
+    );
     let d = p.judge(&bytes, Direction::Ingress).unwrap();
     assert_eq!((d.verdict, d.reason), TRACKED);
     // Errors never create entries, and the error refreshed nothing.
@@ -192,7 +241,11 @@ fn idle_timeouts_expire_flows_on_the_clock() {
     p.set_clock_offset(4 * s + 10 * s).unwrap();
     assert_eq!(send(&p, Direction::Ingress, &udp("192.0.2.53", ME4, 53, 5000), plain()), TRACKED);
     p.set_clock_offset(14 * s + 13 * s).unwrap();
-    assert_eq!(send(&p, Direction::Ingress, &udp("192.0.2.53", ME4, 53, 5000), plain()), DROP, "expired after 12 s");
+    assert_eq!(
+        send(&p, Direction::Ingress, &udp("192.0.2.53", ME4, 53, 5000), plain()),
+        DROP,
+        "expired after 12 s"
+    );
     // A new flow whose first reply comes after 5 s: expired.
     assert_eq!(send(&p, Direction::Egress, &udp(ME4, "192.0.2.53", 5001, 53), plain()), ALLOW_RULE);
     p.set_clock_offset(27 * s + 6 * s).unwrap();
@@ -207,16 +260,27 @@ fn a_connection_older_than_the_agent_is_adopted_from_its_outbound_packets() {
     // The peer speaks first after the start: nothing allows it.
     assert_eq!(send(&p, Direction::Ingress, &tcp("192.0.2.9", ME4, 443, 43000), flags(tcp_flags::ACK)), DROP);
     // Our side's next packet (mid-stream ACK) creates an established entry...
-    assert_eq!(send(&p, Direction::Egress, &tcp(ME4, "192.0.2.9", 43000, 443), flags(tcp_flags::ACK | 0x08)), ALLOW_RULE);
+    assert_eq!(
+        send(&p, Direction::Egress, &tcp(ME4, "192.0.2.9", 43000, 443), flags(tcp_flags::ACK | 0x08)),
+        ALLOW_RULE
+    );
     let flows = p.flows().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, flow_state::TCP_ESTABLISHED);
     assert_eq!(u32::from(flows[0].1.initiator), sgmirror_common::direction::EGRESS);
     // ...and from then on the peer's packets pass.
-    assert_eq!(send(&p, Direction::Ingress, &tcp("192.0.2.9", ME4, 443, 43000), flags(tcp_flags::ACK)), TRACKED);
+    assert_eq!(
+        send(&p, Direction::Ingress, &tcp("192.0.2.9", ME4, 443, 43000), flags(tcp_flags::ACK)),
+        TRACKED
+    );
     // A FIN closes it (closing state, shorter timeout), still passing.
     assert_eq!(
-        send(&p, Direction::Ingress, &tcp("192.0.2.9", ME4, 443, 43000), flags(tcp_flags::FIN | tcp_flags::ACK)),
+        send(
+            &p,
+            Direction::Ingress,
+            &tcp("192.0.2.9", ME4, 443, 43000),
+            flags(tcp_flags::FIN | tcp_flags::ACK)
+        ),
         TRACKED
     );
     assert_eq!(p.flows().unwrap()[0].1.state, flow_state::TCP_CLOSING);
@@ -227,13 +291,22 @@ fn audited_packets_pass_but_create_no_flows() {
     let mut policy = policy(Vec::new(), &[]);
     policy.egress = vec![egress_rule("sgr-dns", common::udp(53, 53), &["192.0.2.0/24"])];
     let (p, _) = load_with(&policy, &LoadOptions { mode: Mode::Audit, ..LoadOptions::default() });
-    let bytes = frame::build(&udp(ME4, "198.51.100.1", 5000, 53), &FrameOptions { transport: plain(), ..FrameOptions::default() });
+    let bytes = frame::build(
+        &udp(ME4, "198.51.100.1", 5000, 53),
+        &FrameOptions { transport: plain(), ..FrameOptions::default() },
+    );
     let d = p.judge(&bytes, Direction::Egress).unwrap();
-    assert_eq!((d.verdict, d.reason, d.verdict_code), (Verdict::Drop, Reason::NoRule, sgmirror_common::verdict::AUDIT));
+    assert_eq!(
+        (d.verdict, d.reason, d.verdict_code),
+        (Verdict::Drop, Reason::NoRule, sgmirror_common::verdict::AUDIT)
+    );
     assert!(d.passed());
     assert_eq!(p.flow_count().unwrap(), 0);
     // The reply is audited too (no entry to match).
-    let bytes = frame::build(&udp("198.51.100.1", ME4, 53, 5000), &FrameOptions { transport: plain(), ..FrameOptions::default() });
+    let bytes = frame::build(
+        &udp("198.51.100.1", ME4, 53, 5000),
+        &FrameOptions { transport: plain(), ..FrameOptions::default() },
+    );
     assert_eq!(p.judge(&bytes, Direction::Ingress).unwrap().reason, Reason::NoRule);
     // Allowed packets still create entries in audit mode.
     assert_eq!(send(&p, Direction::Egress, &udp(ME4, "192.0.2.53", 5000, 53), plain()), ALLOW_RULE);
@@ -268,7 +341,8 @@ fn a_full_flow_table_evicts_the_least_recently_used_entries() {
         assert!(p.flow_count().unwrap() <= CAPACITY as usize);
     }
     let count = p.flow_count().unwrap();
-    let present: std::collections::HashSet<FlowKey> = p.flows().unwrap().into_iter().map(|(k, _)| k).collect();
+    let present: std::collections::HashSet<FlowKey> =
+        p.flows().unwrap().into_iter().map(|(k, _)| k).collect();
     eprintln!("{FLOWS} flows + 1 busy one through a table of {CAPACITY}: {count} entries left");
     assert!(count <= CAPACITY as usize && count >= CAPACITY as usize / 2, "{count}");
     assert!(present.contains(&key(keep)), "the recently used flow survived");
@@ -277,7 +351,13 @@ fn a_full_flow_table_evicts_the_least_recently_used_entries() {
     let oldest = (0..128).filter(|i| present.contains(&key(20_000 + i))).count();
     assert_eq!(oldest, 0, "the oldest flows were evicted");
     // The counters show it: 1000 flows created (allowed by the rule), fewer entries.
-    let created = p.stat(sgmirror_common::direction::EGRESS, sgmirror_common::verdict::ALLOW, sgmirror_common::reason::RULE).unwrap();
+    let created = p
+        .stat(
+            sgmirror_common::direction::EGRESS,
+            sgmirror_common::verdict::ALLOW,
+            sgmirror_common::reason::RULE,
+        )
+        .unwrap();
     assert_eq!(created.packets, u64::from(FLOWS) + 1);
     // The busy flow's reply still passes.
     assert_eq!(send(&p, Direction::Ingress, &udp("192.0.2.53", ME4, 53, keep), plain()), TRACKED);
@@ -290,7 +370,10 @@ fn verifier_cost_and_tracked_reply_cost() {
     let p = load(&policy);
     for d in [Direction::Ingress, Direction::Egress] {
         let r = p.verifier_report(d);
-        eprintln!("{d:?} program: {:?} instructions verified, loaded in {:?}", r.verified_instructions, r.load_time);
+        eprintln!(
+            "{d:?} program: {:?} instructions verified, loaded in {:?}",
+            r.verified_instructions, r.load_time
+        );
         // A regression guard well below the kernel's limit of 1 000 000.
         assert!(r.verified_instructions.is_some_and(|n| n < 200_000), "{r:?}");
     }
@@ -304,15 +387,32 @@ fn verifier_cost_and_tracked_reply_cost() {
     let repeat = 1_000_000;
     let (action, ns) = p.test_run_repeat(&reply, Direction::Ingress, repeat).unwrap();
     assert_eq!(action, sgmirror_dataplane::xdp_action::PASS);
-    let new_in = frame::build(&tcp("203.0.113.1", ME4, 50000, 22), &FrameOptions { transport: flags(tcp_flags::ACK | 0x08), ..FrameOptions::default() });
-    let denied = frame::build(&tcp("198.51.100.1", ME4, 50000, 23), &FrameOptions { transport: flags(tcp_flags::SYN), ..FrameOptions::default() });
+    let new_in = frame::build(
+        &tcp("203.0.113.1", ME4, 50000, 22),
+        &FrameOptions { transport: flags(tcp_flags::ACK | 0x08), ..FrameOptions::default() },
+    );
+    let denied = frame::build(
+        &tcp("198.51.100.1", ME4, 50000, 23),
+        &FrameOptions { transport: flags(tcp_flags::SYN), ..FrameOptions::default() },
+    );
     let (_, ns_denied) = p.test_run_repeat(&denied, Direction::Ingress, repeat).unwrap();
-    let out_reply = frame::build(&out, &FrameOptions { transport: flags(tcp_flags::ACK), ..FrameOptions::default() });
+    let out_reply =
+        frame::build(&out, &FrameOptions { transport: flags(tcp_flags::ACK), ..FrameOptions::default() });
     let (_, ns_out) = p.test_run_repeat(&out_reply, Direction::Egress, repeat).unwrap();
     let (_, ns_new) = p.test_run_repeat(&new_in, Direction::Ingress, 1).unwrap();
     eprintln!(
         "ns/packet (repeat {repeat}, informational): tracked reply in {ns}, tracked packet out (TC) {ns_out}, denied new packet in {ns_denied}; first ssh packet {ns_new}"
     );
     assert!(ns > 0 && ns < 100_000);
-    assert!(p.stats().unwrap().get(sgmirror_common::direction::INGRESS, sgmirror_common::verdict::ALLOW, sgmirror_common::reason::TRACKED).packets >= u64::from(repeat));
+    assert!(
+        p.stats()
+            .unwrap()
+            .get(
+                sgmirror_common::direction::INGRESS,
+                sgmirror_common::verdict::ALLOW,
+                sgmirror_common::reason::TRACKED
+            )
+            .packets
+            >= u64::from(repeat)
+    );
 }

@@ -38,7 +38,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sgmirror_common::{Counter, FlowKey, STATS_LEN, direction, flow_state, reason, stat_index, verdict};
-use sgmirror_dataplane::{FrameOptions, LoadOptions, LoadedProgram, Mode, frame, load, tc_action, xdp_action};
+use sgmirror_dataplane::{
+    FrameOptions, LoadOptions, LoadedProgram, Mode, frame, load, tc_action, xdp_action,
+};
 use sgmirror_policy::compile::{CompiledInterface, Limits, compile};
 use sgmirror_policy::evaluator::{LinkState, flow_key, is_expired, judge_stateful, verdict as stateless};
 use sgmirror_policy::model::{
@@ -126,13 +128,21 @@ fn everywhere(v6: bool, rng: &mut StdRng) -> (PeerSource, Vec<IpNet>) {
 
 fn random_source(rng: &mut StdRng, h: &Hosts, v6: bool) -> (PeerSource, Vec<IpNet>) {
     let host = |rng: &mut StdRng| -> IpAddr {
-        if v6 { IpAddr::V6(*h.v6.choose(rng).expect("hosts")) } else { IpAddr::V4(*h.v4.choose(rng).expect("hosts")) }
+        if v6 {
+            IpAddr::V6(*h.v6.choose(rng).expect("hosts"))
+        } else {
+            IpAddr::V4(*h.v4.choose(rng).expect("hosts"))
+        }
     };
     match rng.gen_range(0..10) {
         0..=3 => everywhere(v6, rng),
         4..=6 => {
             let a = host(rng);
-            let len = if v6 { *[128u8, 64, 48].choose(rng).unwrap_or(&64) } else { *[32u8, 24, 16].choose(rng).unwrap_or(&24) };
+            let len = if v6 {
+                *[128u8, 64, 48].choose(rng).unwrap_or(&64)
+            } else {
+                *[32u8, 24, 16].choose(rng).unwrap_or(&24)
+            };
             let net = IpNet::new(a, len).expect("prefix").trunc();
             let text = net.to_string();
             (if v6 { PeerSource::CidrIpv6(text) } else { PeerSource::Cidr(text) }, vec![net])
@@ -140,7 +150,8 @@ fn random_source(rng: &mut StdRng, h: &Hosts, v6: bool) -> (PeerSource, Vec<IpNe
         7 => {
             // A prefix list that happens to contain everything: still not "all traffic"
             // in AWS's untracked rule.
-            let all: IpNet = if v6 { "::/0".parse().expect("net") } else { "0.0.0.0/0".parse().expect("net") };
+            let all: IpNet =
+                if v6 { "::/0".parse().expect("net") } else { "0.0.0.0/0".parse().expect("net") };
             (PeerSource::PrefixList("pl-0123".to_owned()), vec![all])
         }
         _ => {
@@ -186,7 +197,13 @@ fn answer_everything(rng: &mut StdRng, dir: Direction, v6: bool) -> ResolvedRule
     }
 }
 
-fn base_policy(rng: &mut StdRng, h: &Hosts, eni: usize, own: (Ipv4Addr, Ipv6Addr), timeouts: Timeouts) -> InterfacePolicy {
+fn base_policy(
+    rng: &mut StdRng,
+    h: &Hosts,
+    eni: usize,
+    own: (Ipv4Addr, Ipv6Addr),
+    timeouts: Timeouts,
+) -> InterfacePolicy {
     let (n_in, n_out) = (rng.gen_range(1..=8), rng.gen_range(0..=6));
     let mut ingress = random_rules(rng, h, Direction::Ingress, n_in, "");
     let mut egress = random_rules(rng, h, Direction::Egress, n_out, "");
@@ -203,7 +220,10 @@ fn base_policy(rng: &mut StdRng, h: &Hosts, eni: usize, own: (Ipv4Addr, Ipv6Addr
         addresses: vec![IpAddr::V4(own.0), IpAddr::V6(own.1)],
         ingress,
         egress,
-        exempt: vec![IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), "fd00:ec2::254".parse().expect("address")],
+        exempt: vec![
+            IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
+            "fd00:ec2::254".parse().expect("address"),
+        ],
         timeouts,
         ..InterfacePolicy::default()
     }
@@ -338,13 +358,25 @@ impl Conversation {
         let v6 = rng.gen_bool(0.45);
         let remote = match rng.gen_range(0..20) {
             0 => {
-                if v6 { "fd00:ec2::254".parse().expect("address") } else { IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)) }
+                if v6 {
+                    "fd00:ec2::254".parse().expect("address")
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))
+                }
             }
             1 => {
-                if v6 { IpAddr::V6(Ipv6Addr::from(rng.r#gen::<u128>())) } else { IpAddr::V4(Ipv4Addr::from(rng.r#gen::<u32>())) }
+                if v6 {
+                    IpAddr::V6(Ipv6Addr::from(rng.r#gen::<u128>()))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(rng.r#gen::<u32>()))
+                }
             }
             _ => {
-                if v6 { IpAddr::V6(*h.v6.choose(rng).expect("hosts")) } else { IpAddr::V4(*h.v4.choose(rng).expect("hosts")) }
+                if v6 {
+                    IpAddr::V6(*h.v6.choose(rng).expect("hosts"))
+                } else {
+                    IpAddr::V4(*h.v4.choose(rng).expect("hosts"))
+                }
             }
         };
         let local = if v6 { IpAddr::V6(e.own6) } else { IpAddr::V4(e.own4) };
@@ -353,7 +385,11 @@ impl Conversation {
             8..=12 => (proto::UDP, Kind::Udp),
             13..=15 => (if v6 { proto::ICMPV6 } else { proto::ICMP }, Kind::Echo),
             16 => {
-                let t = if v6 { *[139u8, 200].choose(rng).unwrap_or(&200) } else { *[13u8, 14, 5].choose(rng).unwrap_or(&13) };
+                let t = if v6 {
+                    *[139u8, 200].choose(rng).unwrap_or(&200)
+                } else {
+                    *[13u8, 14, 5].choose(rng).unwrap_or(&13)
+                };
                 (if v6 { proto::ICMPV6 } else { proto::ICMP }, Kind::IcmpOther(t))
             }
             _ => (*[47u8, 50, 132].choose(rng).unwrap_or(&47), Kind::Other),
@@ -402,7 +438,9 @@ impl Conversation {
                 } else if self.sent == 1 && !from_initiator {
                     if rng.gen_bool(0.9) { SYN | ACK } else { RST | ACK }
                 } else {
-                    *[ACK, ACK, ACK | 0x08, ACK | 0x08, FIN | ACK, RST, RST | ACK, SYN].choose(rng).unwrap_or(&ACK)
+                    *[ACK, ACK, ACK | 0x08, ACK | 0x08, FIN | ACK, RST, RST | ACK, SYN]
+                        .choose(rng)
+                        .unwrap_or(&ACK)
                 };
                 L4::Ports { src: sport, dst: dport }
             }
@@ -439,7 +477,12 @@ impl Conversation {
 
 /// An ICMP error about `quoted` (which travelled in `quoted_dir`), travelling the
 /// other way, from the quoted packet's destination or a router.
-fn error_about(rng: &mut StdRng, quoted: &Packet, quoted_transport: &Transport, quoted_dir: Direction) -> (Direction, Packet, Transport) {
+fn error_about(
+    rng: &mut StdRng,
+    quoted: &Packet,
+    quoted_transport: &Transport,
+    quoted_dir: Direction,
+) -> (Direction, Packet, Transport) {
     let v6 = quoted.src.is_ipv6();
     let direction = opposite(quoted_dir);
     let (src, dst) = match direction {
@@ -470,7 +513,11 @@ fn error_about(rng: &mut StdRng, quoted: &Packet, quoted_transport: &Transport, 
         icmp_id: quoted_transport.icmp_id,
     };
     let transport = Transport { tcp_flags: 0, icmp_id: 0, embedded: Some(embedded) };
-    (direction, Packet { src, dst, proto, l4: L4::Icmp { icmp_type, code }, fragment: Fragment::None }, transport)
+    (
+        direction,
+        Packet { src, dst, proto, l4: L4::Icmp { icmp_type, code }, fragment: Fragment::None },
+        transport,
+    )
 }
 
 fn frame_options(rng: &mut StdRng, packet: &Packet, transport: Transport) -> FrameOptions {
@@ -532,7 +579,11 @@ fn trace(rng: &mut StdRng, enis: &[Eni], h: &Hosts) -> Vec<Step> {
         if packet.fragment == Fragment::None && note != "later fragment" && rng.gen_bool(0.04) {
             let id = if packet.src.is_ipv4() { u32::from(rng.r#gen::<u16>()) } else { rng.r#gen() };
             packet.fragment = Fragment::First(id);
-            pending_later.push((eni, direction, Packet { l4: L4::None, fragment: Fragment::Later(id), ..packet }));
+            pending_later.push((
+                eni,
+                direction,
+                Packet { l4: L4::None, fragment: Fragment::Later(id), ..packet },
+            ));
         }
         // Sometimes the packet goes through another ENI than its own.
         let (eni, note) = if enis.len() > 1 && rng.gen_bool(0.05) {
@@ -690,20 +741,14 @@ fn step(enis: &mut [Eni], s: &Step, clock: &Clock, mode: Mode, run: &mut Run) ->
                 var.hits[d][id as usize] += 1;
                 match var.program.rule_hit(s.direction, id) {
                     Ok(got) if got == var.hits[d][id as usize] => {}
-                    Ok(got) => problems.push(format!(
-                        "rule hits of set {id} {got}, expected {}",
-                        var.hits[d][id as usize]
-                    )),
+                    Ok(got) => problems
+                        .push(format!("rule hits of set {id} {got}, expected {}", var.hits[d][id as usize])),
                     Err(err) => problems.push(format!("reading rule hits: {}", error_chain(&err))),
                 }
             }
         }
     }
-    if problems.is_empty() {
-        None
-    } else {
-        Some(format!("model {decision:?}: {}", problems.join("; ")))
-    }
+    if problems.is_empty() { None } else { Some(format!("model {decision:?}: {}", problems.join("; "))) }
 }
 
 fn describe_moved(program: &LoadedProgram, expected: &[Counter]) -> String {
@@ -760,7 +805,14 @@ fn compare_flows(e: &Eni, now: u64) -> Option<String> {
     Some(format!("live flows differ: kernel only {only_kernel:?}; model only {only_model:?}"))
 }
 
-fn check_group(rng: &mut StdRng, group: usize, traces: usize, pins: &std::path::Path, clock: &mut Clock, run: &mut Run) {
+fn check_group(
+    rng: &mut StdRng,
+    group: usize,
+    traces: usize,
+    pins: &std::path::Path,
+    clock: &mut Clock,
+    run: &mut Run,
+) {
     let h = hosts(rng);
     let mode = if group % 8 == 7 { Mode::Audit } else { Mode::Enforce };
     let timeouts = random_timeouts(rng);
@@ -847,7 +899,9 @@ fn check_group(rng: &mut StdRng, group: usize, traces: usize, pins: &std::path::
         let stats = e.variants[0].program.stats().expect("reading STATS");
         let expected = sgmirror_dataplane::Stats::from_counters(e.stats.clone());
         if stats != expected {
-            run.mismatch(format!("group {group} eni {i}: final STATS differ: kernel {stats:?}, expected {expected:?}"));
+            run.mismatch(format!(
+                "group {group} eni {i}: final STATS differ: kernel {stats:?}, expected {expected:?}"
+            ));
             run.mismatched_traces += 1;
         }
         for (v, var) in e.variants.iter().enumerate() {

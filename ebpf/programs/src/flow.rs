@@ -20,7 +20,8 @@ const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 const NS_PER_S: u64 = 1_000_000_000;
 
-/// The flow clock.
+/// The flow clock. Read only where an entry was found or is written: most packets
+/// of a busy link find none, and the clock is not free.
 #[inline(always)]
 pub fn now_ns() -> u64 {
     // SAFETY: a helper without arguments.
@@ -89,11 +90,11 @@ fn expired(last_seen_ns: u64, state: u8, now: u64) -> bool {
 /// Whether an ICMP error with a complete quoted header is about a live flow. Looks
 /// only: an error refreshes nothing.
 #[inline(always)]
-pub fn is_related(p: &Parsed, dir: u32, now: u64) -> bool {
+pub fn is_related(p: &Parsed, dir: u32) -> bool {
     let key = quoted_key(p, dir);
     match FLOWS.get_ptr(&key) {
         // SAFETY: a valid map value; a racing update only changes its fields.
-        Some(v) => unsafe { !expired((*v).last_seen_ns, (*v).state, now) },
+        Some(v) => unsafe { !expired((*v).last_seen_ns, (*v).state, now_ns()) },
         None => false,
     }
 }
@@ -122,7 +123,7 @@ fn next_state(state: u8, initiator: u8, dir: u32, tcp_flags: u8) -> u8 {
 /// If `key` is a live flow, records the packet (time, state) and returns true.
 /// An expired entry counts as absent; it is overwritten if the packet creates a flow.
 #[inline(always)]
-pub fn refresh(key: &FlowKey, dir: u32, tcp_flags: u8, now: u64) -> bool {
+pub fn refresh(key: &FlowKey, dir: u32, tcp_flags: u8) -> bool {
     let Some(v) = FLOWS.get_ptr_mut(key) else {
         return false;
     };
@@ -130,6 +131,7 @@ pub fn refresh(key: &FlowKey, dir: u32, tcp_flags: u8, now: u64) -> bool {
     // update of the timestamp or state, as conntrack may; both are monotonic.
     unsafe {
         let state = (*v).state;
+        let now = now_ns();
         if expired((*v).last_seen_ns, state, now) {
             return false;
         }
@@ -155,9 +157,9 @@ fn first_state(proto: u8, tcp_flags: u8) -> u8 {
 
 /// Creates (or overwrites an expired) entry for a packet of `dir` allowed by the rules.
 #[inline(always)]
-pub fn create(key: &FlowKey, dir: u32, proto: u8, tcp_flags: u8, now: u64) {
+pub fn create(key: &FlowKey, dir: u32, proto: u8, tcp_flags: u8) {
     let value = FlowValue {
-        last_seen_ns: now,
+        last_seen_ns: now_ns(),
         initiator: dir as u8,
         state: first_state(proto, tcp_flags),
         _pad: [0; 6],

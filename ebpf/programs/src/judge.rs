@@ -2,23 +2,25 @@
 //! inbound packet and the destination of an outbound one. The order is the one the
 //! reference evaluator uses (`judge_stateful`), because the order decides the reason:
 //!
-//! 1. malformed headers → drop; 2. exempt peer → allow; 3. later fragment → allowed
-//! when its first fragment was; 4. exempt protocol → allow; 5. an ICMP error about a
-//! live flow → allow, tracked; 6. a packet of a live flow → allow, tracked (the entry
-//! is refreshed); 7. the rules of the direction → allow, creating a flow unless the
-//! flow is untracked, or drop; 8. an allowed first fragment is remembered.
+//! 1. headers that cannot be parsed → drop, `malformed`; 2. exempt peer → allow;
+//! 3. later fragment → allowed when its first fragment was; then a transport header
+//! cut short → drop, `malformed`; 4. exempt protocol → allow; 5. an ICMP error about
+//! a live flow → allow, `tracked` (nothing refreshed); 6. a packet of a live flow →
+//! allow, `tracked` (the entry is refreshed); 7. the rules of the direction → allow,
+//! creating a flow unless the packet is an ICMP error, its flow is untracked or it
+//! is a response of an untracked flow; or drop; 8. an allowed first fragment is
+//! remembered. Audit mode passes what would be dropped (in `settle`); such a packet
+//! was not allowed, so it creates nothing.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sgmirror_common::{
-    ADDR_EXEMPT, FLAG_UNTRACKED_TCP, FLAG_UNTRACKED_UDP, FRAG_TIMEOUT_NS, FragKey, FragValue,
-    PORT_KEY_BITS, PortKey, direction, mode, reason, stat_index, verdict,
+    ADDR_EXEMPT, FLAG_UNTRACKED_TCP, FLAG_UNTRACKED_UDP, FRAG_TIMEOUT_NS, FragKey, FragValue, PORT_KEY_BITS,
+    PortKey, direction, mode, reason, stat_index, verdict,
 };
 
 use crate::{
     flow,
-    maps::{
-        ADDR4, ADDR6, EADDR4, EADDR6, EPORTS, ERULE_HITS, FRAGS, MODE, PORTS, RULE_HITS, STATS,
-    },
+    maps::{ADDR4, ADDR6, EADDR4, EADDR6, EPORTS, ERULE_HITS, FRAGS, MODE, PORTS, RULE_HITS, STATS},
     parse::{FRAG_FIRST, FRAG_LATER, Frame, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed, parse},
 };
 
@@ -105,8 +107,7 @@ fn untracked(flags: u32, proto: u8) -> bool {
 /// same address; the reversed packet's destination port is this one's source port.
 #[inline(always)]
 fn response_of_untracked(p: &Parsed, peer: &[u8; 16], dir: u32) -> bool {
-    let proto = p.proto;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+    if p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP {
         return false;
     }
     let back = if dir == direction::INGRESS { direction::EGRESS } else { direction::INGRESS };
@@ -197,12 +198,11 @@ pub fn judge(f: &Frame, dir: u32) -> (bool, u32) {
 /// Steps 5–7: the flow table, then the rules.
 #[inline(always)]
 fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> (bool, u32) {
-    let now = flow::now_ns();
-    if p.quote_ok && flow::is_related(p, dir, now) {
+    if p.quote_ok && flow::is_related(p, dir) {
         return (true, reason::TRACKED);
     }
     let key = flow::packet_key(p, dir);
-    if flow::refresh(&key, dir, p.tcp_flags, now) {
+    if flow::refresh(&key, dir, p.tcp_flags) {
         return (true, reason::TRACKED);
     }
     if !addr.found {
@@ -214,7 +214,7 @@ fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> (bool, u32)
     }
     count_rule_hit(hit.match_id, dir);
     if !p.is_error && !untracked(hit.flags, p.proto) && !response_of_untracked(p, peer, dir) {
-        flow::create(&key, dir, p.proto, p.tcp_flags, now);
+        flow::create(&key, dir, p.proto, p.tcp_flags);
     }
     (true, reason::RULE)
 }

@@ -10,8 +10,7 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sgmirror_common::{
-    AddrValue, Counter, FlowKey, FlowValue, FragKey, FragValue, PortKey, PortValue, STATS_LEN, Timeouts,
-    mode,
+    AddrValue, Counter, FlowKey, FlowValue, FragKey, FragValue, PortKey, PortValue, STATS_LEN, Timeouts, mode,
 };
 
 /// IPv4 source prefixes of the inbound rules → permission class (`BPF_F_NO_PREALLOC`

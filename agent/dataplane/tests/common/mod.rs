@@ -184,4 +184,3 @@ pub fn private_bpffs() -> PrivateBpffs {
     assert_eq!(rc, 0, "mounting bpffs: {}", std::io::Error::last_os_error());
     PrivateBpffs(dir)
 }
-
