@@ -22,7 +22,8 @@ pub struct Quoted {
 }
 
 fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 =
+        data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -77,7 +78,9 @@ pub fn send_too_big(netns: &str, from: IpAddr, q: Quoted) {
             if from.is_ipv4() { (Domain::IPV4, Protocol::ICMPV4) } else { (Domain::IPV6, Protocol::ICMPV6) };
         let socket = Socket::new(domain, Type::RAW, Some(proto)).expect("raw ICMP socket");
         socket.bind(&SockAddr::from(SocketAddr::new(from, 0))).expect("binding the raw socket");
-        socket.send_to(&msg, &SockAddr::from(SocketAddr::new(q.src.ip(), 0))).expect("sending the ICMP error");
+        socket
+            .send_to(&msg, &SockAddr::from(SocketAddr::new(q.src.ip(), 0)))
+            .expect("sending the ICMP error");
     })
 }
 
@@ -90,7 +93,8 @@ pub struct Sniffer {
 impl Sniffer {
     /// Opens the socket for one family (root namespace).
     pub fn new(v4: bool) -> Sniffer {
-        let (domain, proto) = if v4 { (Domain::IPV4, Protocol::ICMPV4) } else { (Domain::IPV6, Protocol::ICMPV6) };
+        let (domain, proto) =
+            if v4 { (Domain::IPV4, Protocol::ICMPV4) } else { (Domain::IPV6, Protocol::ICMPV6) };
         let socket = Socket::new(domain, Type::RAW, Some(proto)).expect("raw ICMP socket");
         socket.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
         Sniffer { socket, v4 }

@@ -29,7 +29,18 @@ impl Lab {
         sh("ip", &["netns", "add", &lab.netns]);
         sh(
             "ip",
-            &["link", "add", &lab.host_link, "type", "veth", "peer", "name", &lab.peer_link, "netns", &lab.netns],
+            &[
+                "link",
+                "add",
+                &lab.host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lab.peer_link,
+                "netns",
+                &lab.netns,
+            ],
         );
         for addr in host_addrs {
             add_addr(None, &lab.host_link, addr);

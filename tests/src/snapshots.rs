@@ -34,8 +34,10 @@ pub fn one_group(eni: &str, mac: &str, addrs: &[&str], rules: &[Rule<'_>]) -> Va
             v
         })
         .collect();
-    let v4: Vec<Value> = addrs.iter().filter(|a| !a.contains(':')).map(|a| json!({"PrivateIpAddress": a})).collect();
-    let v6: Vec<Value> = addrs.iter().filter(|a| a.contains(':')).map(|a| json!({"Ipv6Address": a})).collect();
+    let v4: Vec<Value> =
+        addrs.iter().filter(|a| !a.contains(':')).map(|a| json!({"PrivateIpAddress": a})).collect();
+    let v6: Vec<Value> =
+        addrs.iter().filter(|a| a.contains(':')).map(|a| json!({"Ipv6Address": a})).collect();
     json!({
         "InstanceId": "i-e2e",
         "SecurityGroupRules": rules,

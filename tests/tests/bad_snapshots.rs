@@ -1,8 +1,8 @@
 //! A bad snapshot is an error that names the JSON path and the problem, exits
 //! non-zero, and attaches nothing — checked through the real binary on a real link.
 
-use sgmirror_e2e::{agent::run_to_end, lab::Lab};
 use serde_json::{Value, json};
+use sgmirror_e2e::{agent::run_to_end, lab::Lab};
 
 fn base() -> Value {
     json!({
@@ -33,12 +33,24 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
         ("not JSON", "{\"SecurityGroupRules\": [".to_owned(), "$"),
         ("root is an array", "[]".to_owned(), "$"),
-        ("no interfaces", doc(&|v| drop(v.as_object_mut().unwrap().remove("NetworkInterfaces"))), "$.NetworkInterfaces"),
+        (
+            "no interfaces",
+            doc(&|v| drop(v.as_object_mut().unwrap().remove("NetworkInterfaces"))),
+            "$.NetworkInterfaces",
+        ),
         ("empty interfaces", doc(&|v| v["NetworkInterfaces"] = json!([])), "$.NetworkInterfaces"),
         ("no rules at all", doc(&|v| drop(v.as_object_mut().unwrap().remove("SecurityGroupRules"))), "$"),
         ("bad CIDR", rule(&|r| r["CidrIpv4"] = json!("10.0.0.300/8")), "$.SecurityGroupRules[0].CidrIpv4"),
-        ("prefix too long", rule(&|r| r["CidrIpv4"] = json!("10.0.0.0/33")), "$.SecurityGroupRules[0].CidrIpv4"),
-        ("IPv6 in CidrIpv4", rule(&|r| r["CidrIpv4"] = json!("2001:db8::/32")), "$.SecurityGroupRules[0].CidrIpv4"),
+        (
+            "prefix too long",
+            rule(&|r| r["CidrIpv4"] = json!("10.0.0.0/33")),
+            "$.SecurityGroupRules[0].CidrIpv4",
+        ),
+        (
+            "IPv6 in CidrIpv4",
+            rule(&|r| r["CidrIpv4"] = json!("2001:db8::/32")),
+            "$.SecurityGroupRules[0].CidrIpv4",
+        ),
         (
             "IPv4 in CidrIpv6",
             rule(&|r| {
@@ -49,7 +61,11 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ),
         ("FromPort > ToPort", rule(&|r| r["FromPort"] = json!(443)), "$.SecurityGroupRules[0]"),
         ("port too large", rule(&|r| r["ToPort"] = json!(70000)), "$.SecurityGroupRules[0].ToPort"),
-        ("tcp without ports", rule(&|r| drop(r.as_object_mut().unwrap().remove("FromPort"))), "$.SecurityGroupRules[0]"),
+        (
+            "tcp without ports",
+            rule(&|r| drop(r.as_object_mut().unwrap().remove("FromPort"))),
+            "$.SecurityGroupRules[0]",
+        ),
         (
             "icmp any type with a code",
             rule(&|r| {
@@ -60,15 +76,25 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "$.SecurityGroupRules[0]",
         ),
         ("unknown protocol", rule(&|r| r["IpProtocol"] = json!("gre")), "$.SecurityGroupRules[0].IpProtocol"),
-        ("protocol number too large", rule(&|r| r["IpProtocol"] = json!("300")), "$.SecurityGroupRules[0].IpProtocol"),
-        ("no peer", rule(&|r| drop(r.as_object_mut().unwrap().remove("CidrIpv4"))), "$.SecurityGroupRules[0]"),
+        (
+            "protocol number too large",
+            rule(&|r| r["IpProtocol"] = json!("300")),
+            "$.SecurityGroupRules[0].IpProtocol",
+        ),
+        (
+            "no peer",
+            rule(&|r| drop(r.as_object_mut().unwrap().remove("CidrIpv4"))),
+            "$.SecurityGroupRules[0]",
+        ),
         ("two peers", rule(&|r| r["PrefixListId"] = json!("pl-1")), "$.SecurityGroupRules[0]"),
         ("IsEgress not a bool", rule(&|r| r["IsEgress"] = json!("no")), "$.SecurityGroupRules[0].IsEgress"),
         ("FromPort not a number", rule(&|r| r["FromPort"] = json!("22")), "$.SecurityGroupRules[0].FromPort"),
         ("GroupId not a string", rule(&|r| r["GroupId"] = json!(7)), "$.SecurityGroupRules[0].GroupId"),
         (
             "bad private address",
-            doc(&|v| v["NetworkInterfaces"][0]["PrivateIpAddresses"][0]["PrivateIpAddress"] = json!("10.0.0.999")),
+            doc(&|v| {
+                v["NetworkInterfaces"][0]["PrivateIpAddresses"][0]["PrivateIpAddress"] = json!("10.0.0.999")
+            }),
             "$.NetworkInterfaces[0].PrivateIpAddresses[0].PrivateIpAddress",
         ),
         (
@@ -76,11 +102,7 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             doc(&|v| v["PrefixLists"] = json!([{"PrefixListId": "pl-1", "Entries": [{"Cidr": "nope"}]}])),
             "$.PrefixLists[0].Entries[0].Cidr",
         ),
-        (
-            "negative tcp port",
-            rule(&|r| r["FromPort"] = json!(-5)),
-            "$.SecurityGroupRules[0].FromPort",
-        ),
+        ("negative tcp port", rule(&|r| r["FromPort"] = json!(-5)), "$.SecurityGroupRules[0].FromPort"),
         (
             "IPv6 in IpRanges",
             doc(&|v| {
@@ -110,7 +132,9 @@ fn every_bad_snapshot_is_refused_with_its_path_and_nothing_is_attached() {
         assert!(!out.status.success(), "{what}: accepted\n{stderr}");
         assert!(out.stdout.is_empty(), "{what}: wrote to stdout");
         assert!(
-            stderr.contains(&format!("{path}:")) || stderr.contains(&format!("{path}.")) || stderr.contains(&format!("{path}[")),
+            stderr.contains(&format!("{path}:"))
+                || stderr.contains(&format!("{path}."))
+                || stderr.contains(&format!("{path}[")),
             "{what}: the error does not name {path}:\n{stderr}"
         );
         assert!(!lab.host_has_xdp(), "{what}: something was attached");

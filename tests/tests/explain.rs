@@ -2,8 +2,8 @@
 //! real XDP program (through BPF_PROG_TEST_RUN) give the same, expected answers, as
 //! exactly one JSON object on stdout.
 
-use sgmirror_e2e::{agent::run_to_end, workspace_root};
 use serde_json::Value;
+use sgmirror_e2e::{agent::run_to_end, workspace_root};
 
 fn example() -> (String, String) {
     let path = workspace_root().join("examples/web-server.json");
@@ -30,16 +30,66 @@ fn model_and_kernel_agree_on_the_web_server() {
     let (snapshot, eni) = example();
     // (packet flags, verdict, reason, how many rules allow it)
     let table: &[(&[&str], &str, &str, usize)] = &[
-        (&["--proto", "tcp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--dport", "443"], "allow", "rule", 1),
-        (&["--proto", "tcp", "--src", "2001:db8:ffff::9", "--dst", "2001:db8:0:1::10", "--dport", "80"], "allow", "rule", 1),
-        (&["--proto", "tcp", "--src", "198.51.100.7", "--dst", "10.0.1.10", "--dport", "3389"], "allow", "rule", 1),
-        (&["--proto", "tcp", "--src", "198.51.100.8", "--dst", "10.0.1.10", "--dport", "3389"], "drop", "no-rule", 0),
-        (&["--proto", "tcp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--dport", "22"], "drop", "no-rule", 0),
-        (&["--proto", "udp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--dport", "443"], "drop", "no-rule", 0),
-        (&["--proto", "icmp", "--src", "203.0.113.9", "--dst", "10.0.1.10", "--icmp-type", "8"], "allow", "rule", 1),
-        (&["--proto", "icmp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--icmp-type", "8"], "drop", "no-rule", 0),
-        (&["--proto", "icmp", "--src", "203.0.113.9", "--dst", "10.0.1.10", "--icmp-type", "13"], "drop", "no-rule", 0),
-        (&["--proto", "udp", "--src", "169.254.169.254", "--dst", "10.0.1.10", "--dport", "40000"], "allow", "exempt", 0),
+        (
+            &["--proto", "tcp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--dport", "443"],
+            "allow",
+            "rule",
+            1,
+        ),
+        (
+            &["--proto", "tcp", "--src", "2001:db8:ffff::9", "--dst", "2001:db8:0:1::10", "--dport", "80"],
+            "allow",
+            "rule",
+            1,
+        ),
+        (
+            &["--proto", "tcp", "--src", "198.51.100.7", "--dst", "10.0.1.10", "--dport", "3389"],
+            "allow",
+            "rule",
+            1,
+        ),
+        (
+            &["--proto", "tcp", "--src", "198.51.100.8", "--dst", "10.0.1.10", "--dport", "3389"],
+            "drop",
+            "no-rule",
+            0,
+        ),
+        (
+            &["--proto", "tcp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--dport", "22"],
+            "drop",
+            "no-rule",
+            0,
+        ),
+        (
+            &["--proto", "udp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--dport", "443"],
+            "drop",
+            "no-rule",
+            0,
+        ),
+        (
+            &["--proto", "icmp", "--src", "203.0.113.9", "--dst", "10.0.1.10", "--icmp-type", "8"],
+            "allow",
+            "rule",
+            1,
+        ),
+        (
+            &["--proto", "icmp", "--src", "192.0.2.77", "--dst", "10.0.1.10", "--icmp-type", "8"],
+            "drop",
+            "no-rule",
+            0,
+        ),
+        (
+            &["--proto", "icmp", "--src", "203.0.113.9", "--dst", "10.0.1.10", "--icmp-type", "13"],
+            "drop",
+            "no-rule",
+            0,
+        ),
+        (
+            &["--proto", "udp", "--src", "169.254.169.254", "--dst", "10.0.1.10", "--dport", "40000"],
+            "allow",
+            "exempt",
+            0,
+        ),
         (&["--proto", "50", "--src", "192.0.2.77", "--dst", "10.0.1.10"], "drop", "no-rule", 0),
     ];
     for (packet, verdict, reason, nrules) in table {
@@ -67,8 +117,20 @@ fn bad_explain_arguments_are_errors_not_verdicts() {
         assert!(out.stdout.is_empty());
     }
     let out = run_to_end(&[
-        "explain", "--snapshot", &snapshot, "--interface", "eni-nope", "--ingress", "--proto", "tcp", "--src",
-        "192.0.2.77", "--dst", "10.0.1.10", "--dport", "80",
+        "explain",
+        "--snapshot",
+        &snapshot,
+        "--interface",
+        "eni-nope",
+        "--ingress",
+        "--proto",
+        "tcp",
+        "--src",
+        "192.0.2.77",
+        "--dst",
+        "10.0.1.10",
+        "--dport",
+        "80",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("eni-nope"));
@@ -88,7 +150,18 @@ fn a_trace_makes_replies_tracked_in_the_model_and_in_the_kernel() {
     )
     .unwrap();
     let trace = trace.to_str().unwrap();
-    let reply = ["--proto", "tcp", "--src", "198.51.100.50", "--dst", "10.0.1.10", "--sport", "443", "--dport", "40000"];
+    let reply = [
+        "--proto",
+        "tcp",
+        "--src",
+        "198.51.100.50",
+        "--dst",
+        "10.0.1.10",
+        "--sport",
+        "443",
+        "--dport",
+        "40000",
+    ];
     let run = |extra: &[&str], kernel: bool| {
         let mut args: Vec<&str> = reply.to_vec();
         args.extend_from_slice(extra);
@@ -96,7 +169,10 @@ fn a_trace_makes_replies_tracked_in_the_model_and_in_the_kernel() {
     };
     for kernel in [false, true] {
         let untraced = run(&["--tcp-flags", "SA"], kernel);
-        assert_eq!((untraced["verdict"].as_str(), untraced["reason"].as_str()), (Some("drop"), Some("no-rule")));
+        assert_eq!(
+            (untraced["verdict"].as_str(), untraced["reason"].as_str()),
+            (Some("drop"), Some("no-rule"))
+        );
         let traced = run(&["--tcp-flags", "SA", "--trace", trace], kernel);
         assert_eq!((traced["verdict"].as_str(), traced["reason"].as_str()), (Some("allow"), Some("tracked")));
         // A connection still opening is forgotten after 120 s idle.
@@ -107,8 +183,20 @@ fn a_trace_makes_replies_tracked_in_the_model_and_in_the_kernel() {
             &snapshot,
             &eni,
             &[
-                "--proto", "icmp", "--src", "203.0.113.1", "--dst", "10.0.1.10", "--icmp-type", "3", "--icmp-code",
-                "4", "--trace", trace, "--quotes", "0",
+                "--proto",
+                "icmp",
+                "--src",
+                "203.0.113.1",
+                "--dst",
+                "10.0.1.10",
+                "--icmp-type",
+                "3",
+                "--icmp-code",
+                "4",
+                "--trace",
+                trace,
+                "--quotes",
+                "0",
             ],
             kernel,
         );
@@ -122,8 +210,21 @@ fn egress_is_explained_by_the_model_and_the_kernel_alike() {
     let (snapshot, eni) = example();
     let out = |kernel: bool| {
         let mut args = vec![
-            "explain", "--snapshot", &snapshot, "--interface", &eni, "--egress", "--json", "--proto", "udp", "--src",
-            "10.0.1.10", "--dst", "198.51.100.9", "--dport", "53",
+            "explain",
+            "--snapshot",
+            &snapshot,
+            "--interface",
+            &eni,
+            "--egress",
+            "--json",
+            "--proto",
+            "udp",
+            "--src",
+            "10.0.1.10",
+            "--dst",
+            "198.51.100.9",
+            "--dport",
+            "53",
         ];
         if kernel {
             args.push("--kernel");

@@ -162,7 +162,8 @@ fn outbound_flows_get_replies_unsolicited_inbound_is_dropped_and_egress_rules_bl
             std::mem::forget(UdpEcho::start(SocketAddr::new(addr, 7021)));
         });
     }
-    let _listeners: Vec<TcpServer> = s.host.iter().map(|h| TcpServer::start(SocketAddr::new(*h, 7022))).collect();
+    let _listeners: Vec<TcpServer> =
+        s.host.iter().map(|h| TcpServer::start(SocketAddr::new(*h, 7022))).collect();
     let agent = s.start_agent(&[]);
 
     for family in 0..2 {
@@ -174,7 +175,10 @@ fn outbound_flows_get_replies_unsolicited_inbound_is_dropped_and_egress_rules_bl
         assert!(host_conn(host, q, 7020).is_none(), "host → {q}: no outbound rule, blocked");
         assert!(!host_udp_roundtrip(host, q, 7021), "host → {q}: UDP blocked");
         assert_eq!(host_ping(host, q), 0, "host → {q}: ping blocked");
-        assert!(!tcp_connects(&s.lab.netns, p, SocketAddr::new(host, 7022), SHORT), "{p} → host: unsolicited TCP");
+        assert!(
+            !tcp_connects(&s.lab.netns, p, SocketAddr::new(host, 7022), SHORT),
+            "{p} → host: unsolicited TCP"
+        );
         assert_eq!(ping(&s.lab.netns, p, host, 2), 0, "{p} → host: unsolicited ping");
     }
     let (_, status) = agent.stop();
@@ -247,10 +251,16 @@ fn path_mtu_errors_for_tracked_flows_reach_the_host() {
         assert!(conn.echo(b"x"));
         let tracked = Quoted { src: conn.local_addr(), dst: SocketAddr::new(p, 7040) };
         send_too_big(&s.lab.netns, p, tracked);
-        assert!(sniffer.saw_too_big(p, Duration::from_secs(2)), "{p}: error about a tracked flow reaches the host");
+        assert!(
+            sniffer.saw_too_big(p, Duration::from_secs(2)),
+            "{p}: error about a tracked flow reaches the host"
+        );
         let unknown = Quoted { src: SocketAddr::new(host, 1), dst: SocketAddr::new(p, 9) };
         send_too_big(&s.lab.netns, p, unknown);
-        assert!(!sniffer.saw_too_big(p, Duration::from_secs(1)), "{p}: error about no flow is judged by the rules");
+        assert!(
+            !sniffer.saw_too_big(p, Duration::from_secs(1)),
+            "{p}: error about no flow is judged by the rules"
+        );
     }
     let (_, status) = agent.stop();
     assert!(status.success());
@@ -271,7 +281,8 @@ fn a_connection_opened_before_the_agent_survives_its_start() {
     for c in &mut conns {
         assert!(c.echo(b"after the agent started"), "an existing connection keeps working");
     }
-    let listeners: Vec<TcpServer> = s.host.iter().map(|h| TcpServer::start(SocketAddr::new(*h, 7051))).collect();
+    let listeners: Vec<TcpServer> =
+        s.host.iter().map(|h| TcpServer::start(SocketAddr::new(*h, 7051))).collect();
     for (family, l) in listeners.iter().enumerate() {
         assert!(!tcp_connects(&s.lab.netns, s.p[family], l.addr(), SHORT), "new inbound connections are not");
     }
@@ -309,7 +320,14 @@ fn idle_flows_expire_after_their_configured_timeouts() {
 #[test]
 fn the_clsact_fallback_enforces_egress_and_leaves_nothing_behind() {
     let s = Setup::new(56);
-    s.write_policy(&[Rule { id: "sgr-to-p4", egress: true, proto: "-1", from: -1, to: -1, cidr: "198.18.56.2/32" }]);
+    s.write_policy(&[Rule {
+        id: "sgr-to-p4",
+        egress: true,
+        proto: "-1",
+        from: -1,
+        to: -1,
+        cidr: "198.18.56.2/32",
+    }]);
     for a in [s.p[0], s.q[0]] {
         in_netns(&s.lab.netns, move || std::mem::forget(TcpEcho::start(SocketAddr::new(a, 7070))));
     }

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// sgmirror enforces an EC2 instance's security groups on the host itself, with an
-/// XDP program whose rules live in LPM-trie maps: defence in depth for when the cloud
-/// firewall is misconfigured, bypassed or changed by mistake.
+/// sgmirror enforces an EC2 instance's security groups on the host itself, with eBPF
+/// programs (XDP inbound, TC outbound) whose rules live in LPM-trie maps: defence in
+/// depth for when the cloud firewall is misconfigured, bypassed or changed by mistake.
 ///
 /// Results go to stdout (exactly one JSON document with --json); logs and warnings go
 /// to stderr (set RUST_LOG=debug for more).
@@ -40,9 +40,9 @@ pub enum Command {
     /// the trace are judged first, so the answer can be "tracked".
     ///
     /// Without --kernel the reference evaluator answers; with --kernel a frame is built
-    /// and run through the real XDP program (BPF_PROG_TEST_RUN) loaded with private
-    /// maps filled from the snapshot, never the live ones. Exit status is 0 for either
-    /// verdict and non-zero only for errors.
+    /// and run through the real program (XDP for --ingress, TC for --egress) with
+    /// BPF_PROG_TEST_RUN, loaded with private maps filled from the snapshot, never the
+    /// live ones. Exit status is 0 for either verdict and non-zero only for errors.
     Explain(ExplainArgs),
     /// Report the rules that are probably mistakes, and nothing about those that are
     /// fine: sensitive ports (SSH, RDP, databases, ...) open to 0.0.0.0/0 or ::/0, host
@@ -107,9 +107,9 @@ pub struct RunArgs {
     /// Log the counters every SECS seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
-    /// Check the snapshot file for changes every MS milliseconds (also on SIGHUP); a
-    /// changed policy is swapped in atomically, a bad one is refused and the last good
-    /// policy stays enforced.
+    /// Check the snapshot file for changes every MS milliseconds (at least 50; also on
+    /// SIGHUP); a changed policy is swapped in atomically, a bad one is refused and the
+    /// last good policy stays enforced.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub poll_interval_ms: u64,
     /// Capacity of each link's flow table; the least recently used flows are evicted
@@ -236,7 +236,9 @@ pub struct ExplainArgs {
     /// a JSON array of `{"direction": "ingress"|"egress", "proto", "src", "dst",
     /// "sport", "dport", "icmp_type", "icmp_code", "icmp_id", "tcp_flags",
     /// "after_ms", "quotes"}` (`after_ms`: time since the previous packet; `quotes`:
-    /// index of the entry an ICMP error quotes).
+    /// index of the entry an ICMP error quotes; `tcp_flags` defaults to A, a packet of
+    /// an open connection). direction, proto, src and dst are always required; dport
+    /// and icmp_type as for the flags.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Milliseconds between the last trace packet and the judged one.
@@ -246,7 +248,7 @@ pub struct ExplainArgs {
     /// not tracked).
     #[arg(long, value_name = "N")]
     pub quotes: Option<usize>,
-    /// Ask the real XDP program (BPF_PROG_TEST_RUN, private maps) instead of the
+    /// Ask the real kernel programs (BPF_PROG_TEST_RUN, private maps) instead of the
     /// reference evaluator. Needs root (CAP_BPF, CAP_NET_ADMIN).
     #[arg(long)]
     pub kernel: bool,

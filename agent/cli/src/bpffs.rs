@@ -18,9 +18,7 @@ pub fn prepare(root: &Path) -> Result<()> {
         std::fs::create_dir_all(mount_point).ok();
         let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
         // SAFETY: plain mount(2) with NUL-terminated strings and no data.
-        let rc = unsafe {
-            libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
-        };
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
             bail!("mounting bpffs at /sys/fs/bpf: {}", std::io::Error::last_os_error());
         }
@@ -52,10 +50,12 @@ pub fn link_dir(root: &Path, ifindex: u32) -> Result<PathBuf> {
 /// Removes a link's pinned state (the pins, then the directory).
 pub fn remove_link_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
-        for entry in std::fs::read_dir(dir)? {
-            std::fs::remove_file(entry?.path())?;
+        let listing = || format!("listing {}", dir.display());
+        for entry in std::fs::read_dir(dir).with_context(listing)? {
+            let pin = entry.with_context(listing)?.path();
+            std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
         }
-        std::fs::remove_dir(dir)?;
+        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     let packet = PacketSpec::from_args(args).build(quoted.as_ref())?;
     steps.push(Step { direction, packet, after_ms: args.after_ms });
 
-    let decision = if args.kernel { kernel(&policy, &steps)? } else { model(&policy, &steps) };
+    let decision = if args.kernel { kernel(&policy, &steps)? } else { model(&policy, &steps)? };
     let answer = Answer { verdict: decision.verdict, reason: decision.reason, rules: &decision.rules };
     if args.json {
         println!("{}", serde_json::to_string(&answer)?);
@@ -61,26 +61,35 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Model time of each step: the first at 1 s (so no flow looks older than the
-/// clock), then the trace's gaps.
-fn times(steps: &[Step]) -> Vec<u64> {
+/// Model time of each step, in nanoseconds: the first at 1 s (so no flow looks older
+/// than the clock), then the trace's gaps. The gaps are user input, so a sum past
+/// `u64` nanoseconds (about 584 years) is an error naming the gap, not an overflow.
+fn times(steps: &[Step]) -> Result<Vec<u64>> {
     let mut now = 1_000_000_000u64;
+    let last = steps.len().saturating_sub(1);
     steps
         .iter()
-        .map(|s| {
-            now += s.after_ms * 1_000_000;
-            now
+        .enumerate()
+        .map(|(i, s)| {
+            now = s.after_ms.checked_mul(1_000_000).and_then(|gap| now.checked_add(gap)).with_context(
+                || {
+                    let field =
+                        if i == last { "--after-ms".to_owned() } else { format!("trace $[{i}].after_ms") };
+                    format!("{field} {}: the trace's times add up to more than 584 years", s.after_ms)
+                },
+            )?;
+            Ok(now)
         })
         .collect()
 }
 
-fn model(policy: &InterfacePolicy, steps: &[Step]) -> Decision {
+fn model(policy: &InterfacePolicy, steps: &[Step]) -> Result<Decision> {
     let mut state = LinkState::default();
     let mut last = None;
-    for (step, now) in steps.iter().zip(times(steps)) {
+    for (step, now) in steps.iter().zip(times(steps)?) {
         last = Some(evaluator::judge_stateful(policy, step.direction, &step.packet, now, &mut state));
     }
-    last.expect("the judged packet is always the last step")
+    Ok(last.expect("the judged packet is always the last step"))
 }
 
 /// Runs every step through the real programs (private maps), with the kernel clock
@@ -90,12 +99,20 @@ fn kernel(policy: &InterfacePolicy, steps: &[Step]) -> Result<Decision> {
     let opts = LoadOptions { mode: Mode::Enforce, timeouts: policy.timeouts, ..LoadOptions::default() };
     let program = load(&compiled, &opts).context("loading the programs with private maps (needs root)")?;
     let mut last = None;
-    for (step, now) in steps.iter().zip(times(steps)) {
+    for (step, now) in steps.iter().zip(times(steps)?) {
         set_clock(&program, now)?;
         let frame = frame::build(&step.packet.packet, &frame_options(&step.packet));
         let outcome = program.judge(&frame, step.direction)?;
         let image = compiled.image(step.direction);
-        let rules = outcome.match_id.map(|id| image.match_sets[id as usize].clone()).unwrap_or_default();
+        let rules = match outcome.match_id {
+            Some(id) => image.match_sets.get(id as usize).cloned().with_context(|| {
+                format!(
+                    "the kernel answered match set {id}, but the compiled image has {}",
+                    image.match_sets.len()
+                )
+            })?,
+            None => Vec::new(),
+        };
         last = Some(Decision { verdict: outcome.verdict, reason: outcome.reason, rules });
     }
     Ok(last.expect("the judged packet is always the last step"))
@@ -113,4 +130,41 @@ fn set_clock(program: &LoadedProgram, model_ns: u64) -> Result<()> {
     let ktime = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     program.set_clock_offset(model_ns.wrapping_sub(ktime))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(after_ms: u64) -> Step {
+        let spec = PacketSpec {
+            proto: "udp".to_owned(),
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            sport: 40000,
+            dport: Some(53),
+            icmp_type: None,
+            icmp_code: 0,
+            icmp_id: 0,
+            tcp_flags: String::new(),
+        };
+        Step { direction: Direction::Egress, packet: spec.build(None).unwrap(), after_ms }
+    }
+
+    #[test]
+    fn times_start_at_one_second_and_add_the_gaps() {
+        assert_eq!(
+            times(&[step(0), step(5), step(1)]).unwrap(),
+            [1_000_000_000, 1_005_000_000, 1_006_000_000]
+        );
+    }
+
+    #[test]
+    fn gaps_past_the_clock_are_errors_naming_the_gap() {
+        let err = format!("{:#}", times(&[step(u64::MAX / 2), step(0)]).unwrap_err());
+        assert!(err.starts_with("trace $[0].after_ms "), "{err}");
+        let err =
+            format!("{:#}", times(&[step(u64::MAX / 2_000_000), step(u64::MAX / 2_000_000)]).unwrap_err());
+        assert!(err.starts_with("--after-ms "), "{err}");
+    }
 }

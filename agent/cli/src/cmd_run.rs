@@ -20,8 +20,8 @@ use std::{
 use anyhow::{Context, Result};
 use sgmirror_dataplane::{LoadOptions, Mode, TcAttachMode, XdpAttachMode};
 use sgmirror_policy::{
-    compile::{self, Limits},
-    model::Direction,
+    compile::{self, CompiledInterface, Limits},
+    model::{Direction, InterfacePolicy, Warning},
     resolve,
     snapshot::{self, Snapshot},
 };
@@ -161,9 +161,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     tracing::info!("stopping");
 
-    let summary = Summary {
-        interfaces: enforcers.iter().map(|e| summarize(e, mode_of(args))).collect::<Result<_>>()?,
-    };
+    let summary =
+        Summary { interfaces: enforcers.iter().map(|e| summarize(e, mode_of(args))).collect::<Result<_>>()? };
     for e in enforcers {
         let link = e.binding.link.name.clone();
         e.detach().with_context(|| format!("detaching from {link}"))?;
@@ -186,15 +185,34 @@ fn load_snapshot(path: &Path) -> Result<Snapshot> {
     Ok(snap)
 }
 
+/// The resolved and compiled policy of one interface, and the resolver's warnings
+/// (left to the caller: a refresh only reports them for a policy that changed).
+fn compile_policy(snap: &Snapshot, eni: &str) -> Result<(InterfacePolicy, CompiledInterface, Vec<Warning>)> {
+    let (policy, warnings) = resolve::resolve_interface(snap, eni)?;
+    let compiled = compile::compile(&policy, &Limits::default())
+        .with_context(|| format!("compiling the policy of {eni}"))?;
+    Ok((policy, compiled, warnings))
+}
+
 /// Resolves, compiles and verifies the policy of one binding.
 fn prepare(snap: &Snapshot, binding: &Binding, dir: &Path, args: &RunArgs) -> Result<Prepared> {
-    let eni = &binding.interface_id;
-    let (policy, warnings) = resolve::resolve_interface(snap, eni)?;
+    let (policy, compiled, warnings) = compile_policy(snap, &binding.interface_id)?;
+    load_policy(binding, policy, compiled, warnings, dir, args)
+}
+
+/// Reports the warnings of a policy about to be enforced and loads it through the
+/// verifier, with the link's shared state pinned in `dir`.
+fn load_policy(
+    binding: &Binding,
+    policy: InterfacePolicy,
+    compiled: CompiledInterface,
+    warnings: Vec<Warning>,
+    dir: &Path,
+    args: &RunArgs,
+) -> Result<Prepared> {
     for w in &warnings {
-        tracing::warn!(interface = %eni, "{w}");
+        tracing::warn!(interface = %binding.interface_id, "{w}");
     }
-    let compiled =
-        compile::compile(&policy, &Limits::default()).with_context(|| format!("compiling the policy of {eni}"))?;
     let opts = LoadOptions {
         mode: mode_of(args),
         shared_pin_dir: Some(dir.to_path_buf()),
@@ -211,7 +229,9 @@ fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut
         Ok(snap) => snap,
         Err(e) => {
             *health.errors.entry("snapshot").or_default() += 1;
-            tracing::error!("the snapshot changed but cannot be used; the last good policy stays enforced: {e:#}");
+            tracing::error!(
+                "the snapshot changed but cannot be used; the last good policy stays enforced: {e:#}"
+            );
             return;
         }
     };
@@ -219,17 +239,18 @@ fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut
     for e in enforcers.iter_mut() {
         let link = e.binding.link.name.clone();
         let result = (|| -> Result<bool> {
-            let (policy, _) = resolve::resolve_interface(&snap, &e.binding.interface_id)?;
-            let compiled = compile::compile(&policy, &Limits::default())?;
+            let (policy, compiled, warnings) = compile_policy(&snap, &e.binding.interface_id)?;
             if &compiled == e.compiled() && policy.timeouts == e.policy().timeouts {
                 return Ok(false);
             }
-            let next = prepare(&snap, &e.binding, &e.pin_dir, args)?;
+            let next = load_policy(&e.binding, policy, compiled, warnings, &e.pin_dir, args)?;
             e.replace(next)?;
             Ok(true)
         })();
         match result {
-            Ok(true) => tracing::info!(%link, generation = e.generation, "applied policy generation {}", e.generation),
+            Ok(true) => {
+                tracing::info!(%link, generation = e.generation, "applied policy generation {}", e.generation)
+            }
             Ok(false) => tracing::info!(%link, "the snapshot changed, this link's policy did not"),
             Err(err) => {
                 failed = true;

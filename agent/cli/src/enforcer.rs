@@ -19,11 +19,12 @@ pub struct Prepared {
     pub program: LoadedProgram,
 }
 
-/// Resolves nothing and touches no link: compiles `policy` and loads it through the
-/// verifier, with the link's shared state in `pin_dir`.
+/// Loads a compiled policy through the verifier without touching any link, so that a
+/// policy the kernel refuses never replaces one in force; `opts` says where the link's
+/// shared state is pinned.
 pub fn prepare(policy: InterfacePolicy, compiled: CompiledInterface, opts: &LoadOptions) -> Result<Prepared> {
-    let program = load(&compiled, opts)
-        .with_context(|| format!("loading the programs for {}", policy.interface_id))?;
+    let program =
+        load(&compiled, opts).with_context(|| format!("loading the programs for {}", policy.interface_id))?;
     Ok(Prepared { policy, compiled, program })
 }
 
@@ -42,7 +43,13 @@ pub struct Enforcer {
 
 impl Enforcer {
     /// Attaches `prepared` to the binding's link.
-    pub fn attach(binding: Binding, pin_dir: PathBuf, mut prepared: Prepared, xdp: XdpAttachMode, tc: TcAttachMode) -> Result<Enforcer> {
+    pub fn attach(
+        binding: Binding,
+        pin_dir: PathBuf,
+        mut prepared: Prepared,
+        xdp: XdpAttachMode,
+        tc: TcAttachMode,
+    ) -> Result<Enforcer> {
         let attached = prepared
             .program
             .attach(&binding.link.name, xdp, tc)

@@ -21,7 +21,7 @@ const SYS_NET: &str = "/sys/class/net";
 pub fn all() -> Result<Vec<Link>> {
     let mut links = Vec::new();
     for entry in fs::read_dir(SYS_NET).with_context(|| format!("listing {SYS_NET}"))? {
-        let entry = entry?;
+        let entry = entry.with_context(|| format!("listing {SYS_NET}"))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Ok(link) = read(&entry.path(), &name) {
             links.push(link);
@@ -41,11 +41,13 @@ pub fn by_name(name: &str) -> Result<Link> {
 }
 
 fn read(dir: &Path, name: &str) -> Result<Link> {
-    let mac = fs::read_to_string(dir.join("address"))?.trim().to_ascii_lowercase();
-    let ifindex = fs::read_to_string(dir.join("ifindex"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("reading the ifindex of {name}"))?;
+    let attribute = |file: &str| {
+        let path = dir.join(file);
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mac = attribute("address")?.trim().to_ascii_lowercase();
+    let ifindex =
+        attribute("ifindex")?.trim().parse().with_context(|| format!("reading the ifindex of {name}"))?;
     Ok(Link { name: name.to_owned(), mac, ifindex })
 }
 

@@ -3,15 +3,16 @@
 
 mod args;
 mod bindings;
+mod bpffs;
 mod cmd_compile;
 mod cmd_explain;
 mod cmd_lint;
 mod cmd_run;
+#[allow(dead_code, reason = "wired into the run loop with the kernel drop log")]
+mod droplog;
 mod enforcer;
-mod bpffs;
 mod links;
 mod metrics;
-mod droplog;
 mod packet_arg;
 mod summary;
 mod trace;
@@ -43,9 +44,5 @@ fn main() -> ExitCode {
 /// Logs go to stderr, never stdout, so results can be piped.
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

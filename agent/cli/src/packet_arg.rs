@@ -95,7 +95,10 @@ impl PacketSpec {
             }
             proto::ICMP | proto::ICMPV6 => {
                 let Some(icmp_type) = self.icmp_type else {
-                    bail!("protocol {} needs an ICMP type (8 is an IPv4 echo request, 128 an IPv6 one)", self.proto)
+                    bail!(
+                        "protocol {} needs an ICMP type (8 is an IPv4 echo request, 128 an IPv6 one)",
+                        self.proto
+                    )
                 };
                 if proto == proto::ICMP && self.src.is_ipv6() {
                     bail!("icmp is ICMP for IPv4; use icmpv6 with IPv6 addresses");

@@ -55,16 +55,8 @@ pub mod reason {
     /// Number of reasons.
     pub const COUNT: u32 = 8;
     /// Names, indexed by reason.
-    pub const NAMES: [&str; COUNT as usize] = [
-        "rule",
-        "exempt",
-        "no-rule",
-        "fragment",
-        "malformed",
-        "tracked",
-        "failsafe",
-        "non-ip",
-    ];
+    pub const NAMES: [&str; COUNT as usize] =
+        ["rule", "exempt", "no-rule", "fragment", "malformed", "tracked", "failsafe", "non-ip"];
 }
 
 /// Index into the `STATS` per-CPU array.

@@ -80,7 +80,7 @@ pub const DEFAULT_PORT: u16 = 12971;
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, DEFAULT_PORT));
 
 /// Packets and bytes of one (direction, verdict, reason), summed over CPUs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Counter {
     /// `ingress` or `egress`.
     pub direction: &'static str,

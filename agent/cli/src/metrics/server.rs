@@ -53,8 +53,9 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `addr` and serves in the background, sending scrapes to `scrapes`.
     ///
-    /// Fails only when `addr` cannot be bound (in use, not local, no permission); the
-    /// caller logs that and goes on enforcing.
+    /// Fails only when `addr` cannot be bound (in use, not local, no permission). The
+    /// caller logs the outcome either way (and goes on enforcing on failure), so the
+    /// address is logged once.
     pub fn start(addr: SocketAddr, scrapes: mpsc::Sender<ScrapeRequest>) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
@@ -63,7 +64,6 @@ impl MetricsServer {
             let stop = Arc::clone(&stop);
             move || accept_loop(&listener, &stop, &scrapes)
         })?;
-        tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
         Ok(MetricsServer { addr, stop, accept: Some(accept) })
     }
 
@@ -136,7 +136,11 @@ fn serve(mut stream: TcpStream, scrapes: &mpsc::Sender<ScrapeRequest>) {
             None => (false, Response::text(400, "bad request\n")),
         },
         Err(HeadError::TooLarge) => (false, Response::text(400, "request head too large\n")),
-        Err(HeadError::Io(_)) => return,
+        // A client that times out or resets gets no answer: there is nobody to read it.
+        Err(HeadError::Io(error)) => {
+            tracing::debug!(%error, "metrics endpoint: reading the request failed");
+            return;
+        }
     };
     let _ = respond(&mut stream, head_only, &response);
     let _ = stream.shutdown(Shutdown::Both);
