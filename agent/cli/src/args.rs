@@ -129,6 +129,31 @@ pub struct RunArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    #[command(flatten)]
+    pub drop_log: DropLogArgs,
+}
+
+/// The drop log: dropped (and, in audit mode, would-be-dropped) packets, aggregated
+/// per flow and written as VPC Flow Logs version 2 lines.
+#[derive(Debug, Args, Clone)]
+pub struct DropLogArgs {
+    /// Where drop-log lines go: `stdout` (the journal under systemd), `log` (the
+    /// agent's log on stderr), `off`, or a file path to append to.
+    #[arg(long, value_name = "stdout|log|off|FILE", default_value = "stdout")]
+    pub drop_log: String,
+    /// Drop records the kernel may send per second per CPU; the rest are counted as
+    /// suppressed (sgmirror_drop_records_suppressed_total).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub drop_log_rate: u32,
+    /// Seconds over which drop records are aggregated into one line per flow.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub drop_log_interval: u64,
+    /// Most lines per interval; the flows beyond it are summed into one SKIPDATA line.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub drop_log_max_lines: usize,
+    /// AWS account id for the lines' account-id field (`-` when not given).
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
 }
 
 /// Idle timeouts of tracked flows, in seconds. Each overrides, for every interface,

@@ -30,6 +30,7 @@ use crate::{
     args::{ModeArg, RunArgs, TcModeArg, XdpModeArg},
     bindings::{self, Binding},
     bpffs,
+    drop_pump::DropPump,
     enforcer::{self, Enforcer, Prepared},
     metrics::{
         self, AgentMetrics, LinkMetrics,
@@ -131,6 +132,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     };
     let mut health = SourceHealth { last_success: SystemTime::now(), errors: BTreeMap::new() };
+    let mut drop_log = DropPump::new(&args.drop_log)?;
 
     let poll = Duration::from_millis(args.poll_interval_ms.max(50));
     let mut last_poll = Instant::now();
@@ -139,7 +141,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         // Waiting for a scrape is the loop's sleep: scrapes are answered at once, and
         // counters are read from the kernel at scrape time.
         if let Ok(request) = scrapes.recv_timeout(Duration::from_millis(50)) {
-            let _ = request.reply.send(metrics::render(&collect_metrics(&enforcers, args, &health)));
+            let metrics = collect_metrics(&enforcers, args, &health, drop_log.as_ref());
+            let _ = request.reply.send(metrics::render(&metrics));
+        }
+        if let Some(pump) = drop_log.as_mut() {
+            pump.turn(&mut enforcers);
         }
         let hup = reload.swap(false, Ordering::Relaxed);
         if hup || last_poll.elapsed() >= poll {
@@ -160,6 +166,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     }
     tracing::info!("stopping");
+    if let Some(pump) = drop_log.as_mut() {
+        pump.finish(&mut enforcers);
+    }
 
     let summary =
         Summary { interfaces: enforcers.iter().map(|e| summarize(e, mode_of(args))).collect::<Result<_>>()? };
@@ -218,6 +227,8 @@ fn load_policy(
         shared_pin_dir: Some(dir.to_path_buf()),
         timeouts: args.timeouts.apply(policy.timeouts),
         flow_capacity: args.flow_capacity,
+        // The kernel sends no records at all when the log is off.
+        drop_log_rate: if args.drop_log.drop_log == "off" { 0 } else { args.drop_log.drop_log_rate },
     };
     enforcer::prepare(policy, compiled, &opts)
 }
@@ -279,10 +290,16 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 /// Everything a scrape shows, read from the kernel now.
-fn collect_metrics(enforcers: &[Enforcer], args: &RunArgs, health: &SourceHealth) -> AgentMetrics {
+fn collect_metrics(
+    enforcers: &[Enforcer],
+    args: &RunArgs,
+    health: &SourceHealth,
+    drop_log: Option<&DropPump>,
+) -> AgentMetrics {
     let links = enforcers
         .iter()
         .map(|e| {
+            let drop_counters = e.drop_log_counters().unwrap_or_default();
             let hits: BTreeMap<String, u64> =
                 e.rule_hits().unwrap_or_default().into_iter().map(|h| (h.rule, h.packets)).collect();
             let mut rule_hits = Vec::new();
@@ -308,7 +325,9 @@ fn collect_metrics(enforcers: &[Enforcer], args: &RunArgs, health: &SourceHealth
                 rule_hits,
                 flows: e.flow_count().unwrap_or(0) as u64,
                 flow_capacity: u64::from(args.flow_capacity),
-                ..Default::default()
+                flows_evicted: e.flows_evicted().unwrap_or(0),
+                drop_records_suppressed: drop_counters.suppressed,
+                drop_records_lost: drop_counters.lost,
             }
         })
         .collect();
@@ -316,7 +335,8 @@ fn collect_metrics(enforcers: &[Enforcer], args: &RunArgs, health: &SourceHealth
         links,
         last_refresh_success_unix_seconds: unix_seconds(health.last_success),
         source_errors: health.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        ..Default::default()
+        drop_log_lines: drop_log.map_or(0, DropPump::lines_written),
+        drop_log_lines_suppressed: drop_log.map_or(0, DropPump::flows_suppressed),
     }
 }
 

@@ -113,6 +113,22 @@ impl Enforcer {
         Ok(totals.into_iter().map(|(rule, packets)| summary::RuleHits { rule, packets }).collect())
     }
 
+    /// Drop records waiting in the link's ring buffer (shared by its generations), at
+    /// most `max`.
+    pub fn read_drop_records(&mut self, max: usize) -> Result<Vec<sgmirror_common::DropRecord>> {
+        Ok(self.current.program.read_drop_records(max)?)
+    }
+
+    /// Drop records the kernel did not send: rate-limited, or the ring buffer full.
+    pub fn drop_log_counters(&self) -> Result<sgmirror_dataplane::DropLogCounters> {
+        Ok(self.current.program.drop_log_counters()?)
+    }
+
+    /// Flows evicted from the full table so far (an estimate: see the dataplane).
+    pub fn flows_evicted(&self) -> Result<u64> {
+        Ok(self.current.program.flows_evicted_estimate()?)
+    }
+
     /// Flows in the link's table.
     pub fn flow_count(&self) -> Result<usize> {
         Ok(self.current.program.flow_count()?)

@@ -8,7 +8,7 @@ mod cmd_compile;
 mod cmd_explain;
 mod cmd_lint;
 mod cmd_run;
-#[allow(dead_code, reason = "wired into the run loop with the kernel drop log")]
+mod drop_pump;
 mod droplog;
 mod enforcer;
 mod links;
@@ -25,6 +25,14 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_logging();
+    if !matches!(cli.command, args::Command::Run(_)) {
+        // The one-shot commands write results to stdout; when a reader such as `head`
+        // closes the pipe early, end quietly as other Unix tools do instead of
+        // panicking in `println!`. `run` keeps ignoring SIGPIPE: a closed stdout must
+        // never stop enforcement.
+        // SAFETY: restoring the default disposition of a signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         args::Command::Run(a) => cmd_run::run(&a),
         args::Command::Compile(a) => cmd_compile::run(&a),

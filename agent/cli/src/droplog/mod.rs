@@ -241,6 +241,7 @@ impl Aggregator {
     }
 
     /// When the current interval ends.
+    #[cfg(test)]
     pub fn next_due(&self) -> SystemTime {
         self.window_start + self.config.interval
     }
@@ -354,6 +355,15 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// Where the lines go, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Stdout => "stdout".to_owned(),
+            Sink::File { path, .. } => path.display().to_string(),
+            Sink::Log => "the log".to_owned(),
+        }
+    }
+
     /// Opens `path` for appending, creating it (mode 0640) when missing.
     pub fn append(path: &Path) -> io::Result<Sink> {
         use std::os::unix::fs::OpenOptionsExt;
