@@ -39,6 +39,8 @@ pub struct Enforcer {
     current: Prepared,
     /// Hits of rules, by id, counted by generations that have been replaced.
     past_hits: BTreeMap<String, u64>,
+    /// Highest eviction estimate reported so far.
+    evicted_high_water: std::cell::Cell<u64>,
 }
 
 impl Enforcer {
@@ -62,6 +64,7 @@ impl Enforcer {
             applied_at: std::time::SystemTime::now(),
             current: prepared,
             past_hits: BTreeMap::new(),
+            evicted_high_water: std::cell::Cell::new(0),
         })
     }
 
@@ -124,9 +127,14 @@ impl Enforcer {
         Ok(self.current.program.drop_log_counters()?)
     }
 
-    /// Flows evicted from the full table so far (an estimate: see the dataplane).
+    /// Flows evicted from the full table so far. The kernel's figure is an estimate
+    /// that can dip while the table changes under the walk; the metric is a counter,
+    /// so this reports the highest value seen.
     pub fn flows_evicted(&self) -> Result<u64> {
-        Ok(self.current.program.flows_evicted_estimate()?)
+        let now = self.current.program.flows_evicted_estimate()?;
+        let highest = self.evicted_high_water.get().max(now);
+        self.evicted_high_water.set(highest);
+        Ok(highest)
     }
 
     /// Flows in the link's table.

@@ -2,7 +2,7 @@
 //! `ebpf/programs` by `build.rs`) — XDP for a link's inbound rules, TC for its
 //! outbound rules, sharing one flow table — their loader, attaching and replacing
 //! them on a link, their counters and flow table, and the frames to run them on with
-//! `BPF_PROG_TEST_RUN`.
+//! `BPF_PROG_TEST_RUN`, and the drop log and flow-table counters.
 //!
 //! ```no_run
 //! # fn demo(compiled: &sgmirror_policy::compile::CompiledInterface) -> Result<(), sgmirror_dataplane::DataplaneError> {
@@ -11,11 +11,14 @@
 //! program.attach("eth0", XdpAttachMode::Auto, TcAttachMode::Auto)?;
 //! let counters = program.stats()?;
 //! let flows = program.flow_count()?;
+//! let dropped = program.read_drop_records(1024)?; // empty unless `drop_log_rate` > 0
 //! # Ok(()) }
 //! ```
 
 mod attach;
+mod droplog;
 mod error;
+mod flowstats;
 pub mod frame;
 mod loader;
 mod qdisc;
@@ -24,9 +27,13 @@ mod stats;
 mod testrun;
 
 pub use attach::{Attached, AttachedMode, TcAttachMode, TcMode, XdpAttachMode};
+pub use droplog::DropLogCounters;
 pub use error::DataplaneError;
+pub use flowstats::FlowCounters;
 pub use frame::{FrameOptions, Layout};
-pub use loader::{DEFAULT_FLOW_CAPACITY, LoadOptions, LoadedProgram, Mode, VerifierReport, load};
+pub use loader::{
+    DEFAULT_FLOW_CAPACITY, LoadOptions, LoadedProgram, Mode, SHARED_MAPS, VerifierReport, load,
+};
 pub use stats::{DIRECTION_NAMES, Stats, VERDICT_NAMES};
 pub use testrun::{KernelDecision, Observation, model_reason, tc_action, xdp_action};
 

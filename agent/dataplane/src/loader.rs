@@ -6,7 +6,8 @@
 //! their egress twins), so a new policy is a new *generation* that is complete before
 //! it sees a packet; it replaces the previous one on the link in one step per hook
 //! (see [`LoadedProgram::replace`]). The state that must survive a generation change
-//! (`STATS`, `FRAGS`, `FLOWS`, `CLOCK`) is shared through pinned maps.
+//! ([`SHARED_MAPS`]: the counters, the fragments and flows in flight, the clock and the
+//! drop log) is shared through pinned maps.
 
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use std::path::PathBuf;
@@ -59,8 +60,8 @@ pub const DEFAULT_FLOW_CAPACITY: u32 = 65536;
 pub struct LoadOptions {
     /// Enforce or audit.
     pub mode: Mode,
-    /// Where the state shared by the generations of one link lives: `STATS`, `FRAGS`,
-    /// `FLOWS` and `CLOCK` are opened from (or created and pinned at) `<dir>/<NAME>`.
+    /// Where the state shared by the generations of one link lives: the maps of
+    /// [`SHARED_MAPS`] are opened from (or created and pinned at) `<dir>/<NAME>`.
     /// `None`: every map is private to this load (tests, `explain`).
     pub shared_pin_dir: Option<PathBuf>,
     /// Idle timeouts of the link's tracked flows.
@@ -68,6 +69,11 @@ pub struct LoadOptions {
     /// Entries of the flow table (a least-recently-used table: a full one evicts).
     /// Only used when the table is created; a pinned table keeps its size.
     pub flow_capacity: u32,
+    /// Drop records per second per CPU (the kernel's token bucket, with a burst of
+    /// one second; see `sgmirror_common::DropBucket`), read with
+    /// [`LoadedProgram::read_drop_records`]. 0 (the default) turns the drop log off:
+    /// the verifier then removes its code, so it costs nothing.
+    pub drop_log_rate: u32,
 }
 
 impl Default for LoadOptions {
@@ -77,12 +83,24 @@ impl Default for LoadOptions {
             shared_pin_dir: None,
             timeouts: Timeouts::DEFAULT,
             flow_capacity: DEFAULT_FLOW_CAPACITY,
+            drop_log_rate: 0,
         }
     }
 }
 
-/// The maps shared by the generations of a link, pinned when a directory is given.
-const SHARED_MAPS: [&str; 4] = [names::STATS, names::FRAGS, names::FLOWS, names::CLOCK];
+/// The maps shared by the generations of a link, pinned under
+/// [`LoadOptions::shared_pin_dir`] when it is given: the counters, the fragments
+/// and flows in flight, the clock, and the drop log with its rate limit, so that a
+/// new generation keeps counting and keeps writing to the ring buffer the agent reads.
+pub const SHARED_MAPS: [&str; 7] = [
+    names::STATS,
+    names::FRAGS,
+    names::FLOWS,
+    names::FLOW_STATS,
+    names::CLOCK,
+    names::DROP_LOG,
+    names::DROP_BUCKET,
+];
 
 /// What the verifier did with one program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -162,6 +180,7 @@ pub fn load(compiled: &CompiledInterface, opts: &LoadOptions) -> Result<LoadedPr
     loader
         .override_global(names::MODE, &mode, true)
         .override_global(names::TIMEOUTS, &opts.timeouts, true)
+        .override_global(names::DROP_LOG_RATE, &opts.drop_log_rate, true)
         .map_max_entries(names::FLOWS, opts.flow_capacity.max(1));
     for direction in [Direction::Ingress, Direction::Egress] {
         let image = compiled.image(direction);
@@ -193,6 +212,7 @@ pub fn load(compiled: &CompiledInterface, opts: &LoadOptions) -> Result<LoadedPr
     let egress = report(names::TC_EGRESS, started, tc.info());
     tracing::debug!(
         mode = ?opts.mode,
+        drop_log_rate = opts.drop_log_rate,
         prefixes_in = compiled.ingress.addr4.len() + compiled.ingress.addr6.len(),
         prefixes_out = compiled.egress.addr4.len() + compiled.egress.addr6.len(),
         match_sets_in = compiled.ingress.match_sets.len(),
@@ -322,7 +342,7 @@ impl LoadedProgram {
         program_mut(&mut self.ebpf, names::TC_EGRESS)
     }
 
-    fn per_cpu_array<V: aya::Pod>(
+    pub(crate) fn per_cpu_array<V: aya::Pod>(
         &self,
         name: &'static str,
     ) -> Result<PerCpuArray<&MapData, V>, DataplaneError> {
@@ -423,14 +443,16 @@ impl LoadedProgram {
         Ok(out)
     }
 
-    /// Deletes every flow (tests; an operator's "forget all connections").
+    /// Deletes every flow (tests; an operator's "forget all connections"), and counts
+    /// the deletions in `FLOW_STATS` so that they do not look like evictions.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
-        clear::<FlowKey, FlowValue>(&mut self.ebpf, names::FLOWS)
+        let deleted = clear::<FlowKey, FlowValue>(&mut self.ebpf, names::FLOWS)?;
+        self.count_deleted_flows(deleted)
     }
 
     /// Deletes every remembered first fragment (tests).
     pub fn clear_fragments(&mut self) -> Result<(), DataplaneError> {
-        clear::<FragKey, FragValue>(&mut self.ebpf, names::FRAGS)
+        clear::<FragKey, FragValue>(&mut self.ebpf, names::FRAGS).map(|_| ())
     }
 }
 
@@ -467,15 +489,18 @@ fn update_elem<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K, value: &V)
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
-fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneError> {
+/// Deletes every entry of a hash table; returns how many this call deleted.
+fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<u64, DataplaneError> {
     let map = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
     let mut table: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(DataplaneError::map(name))?;
     let keys: Vec<K> = table.keys().filter_map(Result::ok).collect();
+    let mut deleted = 0;
     for key in keys {
         match table.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Ok(()) => deleted += 1,
+            Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(DataplaneError::Map { map: name, source: e }),
         }
     }
-    Ok(())
+    Ok(deleted)
 }

@@ -1,13 +1,14 @@
-//! Generations of one link share `STATS`, `FRAGS`, `FLOWS` and `CLOCK` through pinned
-//! maps, and only those: a new policy does not lose the counters, the fragments in
-//! flight or the tracked flows. Uses a
+//! Generations of one link share the maps of `SHARED_MAPS` (the counters, the
+//! fragments and flows in flight, the clock, the drop log) through pinned maps, and
+//! only those: a new policy does not lose the counters, the fragments in flight or
+//! the tracked flows (the drop log has its own test in `kernel_drop_log.rs`). Uses a
 //! bpffs mounted in a mount namespace private to the test thread. Needs root.
 
 mod common;
 
 use common::*;
 use sgmirror_common::{direction, names, reason, verdict};
-use sgmirror_dataplane::{FrameOptions, LoadOptions, frame, load, xdp_action};
+use sgmirror_dataplane::{FrameOptions, LoadOptions, SHARED_MAPS, frame, load, xdp_action};
 use sgmirror_policy::compile::{Limits, compile};
 use sgmirror_policy::model::{Direction, Fragment, Transport};
 
@@ -21,6 +22,9 @@ fn a_new_generation_keeps_counters_and_fragments_but_not_the_policy() {
     let ssh = policy(vec![rule("sgr-ssh", tcp(22, 22), &["192.0.2.0/24"])], &[]);
     let first_gen = load(&compile(&web, &Limits::default()).unwrap(), &opts).expect("load");
     for name in [names::STATS, names::FRAGS, names::FLOWS, names::CLOCK] {
+        assert!(SHARED_MAPS.contains(&name));
+    }
+    for name in SHARED_MAPS {
         assert!(pins.join(name).exists(), "{name} is pinned");
     }
 

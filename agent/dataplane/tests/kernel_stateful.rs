@@ -359,6 +359,12 @@ fn a_full_flow_table_evicts_the_least_recently_used_entries() {
         )
         .unwrap();
     assert_eq!(created.packets, u64::from(FLOWS) + 1);
+    // And so do the flow-table counters: every allowed new flow was written, and
+    // what is not in the table any more was evicted.
+    let counters = p.flow_counters().unwrap();
+    assert_eq!((counters.created, counters.expired_replaced, counters.deleted), (u64::from(FLOWS) + 1, 0, 0));
+    let count = p.flow_count().unwrap();
+    assert_eq!(p.flows_evicted_estimate().unwrap(), u64::from(FLOWS) + 1 - count as u64);
     // The busy flow's reply still passes.
     assert_eq!(send(&p, Direction::Ingress, &udp("192.0.2.53", ME4, 53, keep), plain()), TRACKED);
 }

@@ -823,7 +823,13 @@ fn check_group(
             let own6 = Ipv6Addr::new(0x2001, 0xdb8, 0xff, i as u16, 0, 0, 0, 5);
             let base = base_policy(rng, &h, i, (own4, own6), timeouts);
             let dir = pins.join(format!("g{group}-eni{i}"));
-            let opts = LoadOptions { mode, shared_pin_dir: Some(dir), timeouts, flow_capacity: 4096 };
+            let opts = LoadOptions {
+                mode,
+                shared_pin_dir: Some(dir),
+                timeouts,
+                flow_capacity: 4096,
+                drop_log_rate: 0,
+            };
             let variants = variants(rng, &base).into_iter().map(|p| load_variant(p, &opts)).collect();
             Eni {
                 own4,

@@ -288,7 +288,8 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
-    /// `bpf_ktime_get_ns` when the first fragment passed.
+    /// The flow clock (`bpf_ktime_get_ns` plus `CLOCK`, as [`FlowValue::last_seen_ns`])
+    /// when the first fragment passed.
     pub first_seen_ns: u64,
 }
 const _: () = assert!(size_of::<FragValue>() == 8);
@@ -302,6 +303,9 @@ pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 
 /// A dropped (or, in audit mode, would-be-dropped) packet, as the kernel reports it
 /// through the `DROP_LOG` ring buffer. Fixed size; addresses as in [`FlowKey`].
+/// Whatever the packet did not get far enough to have is zero: a packet that is not
+/// IP, or whose IP header is malformed, has family 0 and zero addresses; a later
+/// fragment or a cut-short transport header has zero ports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropRecord {
@@ -313,7 +317,8 @@ pub struct DropRecord {
     pub dst: [u8; 16],
     /// Source port (TCP/UDP), or ICMP type << 8 | code; host byte order.
     pub src_port: u16,
-    /// Destination port (TCP/UDP), or the ICMP echo identifier; host byte order.
+    /// Destination port (TCP/UDP), or the ICMP echo identifier (0 for other ICMP
+    /// types); host byte order.
     pub dst_port: u16,
     /// Frame length in bytes.
     pub bytes: u32,
@@ -332,19 +337,90 @@ pub struct DropRecord {
 }
 const _: () = assert!(size_of::<DropRecord>() == 64);
 
-/// Kernel-side rate limit of drop records: a token bucket per CPU, the
-/// `DROP_LOG_RATE` global (records per second per CPU; 0 turns the log off).
+/// Size in bytes of the `DROP_LOG` ring buffer: about 3600 [`DropRecord`]s (64 bytes
+/// plus the kernel's 8-byte header each), drained by the agent every few tens of
+/// milliseconds. A power of two and a multiple of the page size, as the kernel
+/// requires.
+pub const DROP_LOG_BYTES: u32 = 256 * 1024;
+
+/// One record, in billionths: the unit of [`DropBucket::nanotokens`].
+pub const DROP_TOKEN: u64 = 1_000_000_000;
+
+/// Kernel-side rate limit of drop records: a token bucket per CPU (the one entry of
+/// the per-CPU `DROP_BUCKET` array), with the `DROP_LOG_RATE` global as both its
+/// refill rate (records per second per CPU) and its capacity (a burst of one second);
+/// a rate of 0 turns the log off, and the verifier then removes the whole log path.
+///
+/// Tokens are counted in billionths of a record, so that the refill is exact integer
+/// nanosecond arithmetic on the flow clock without a division: `elapsed_ns * rate`
+/// billionths, capped at `rate * 10^9`. A record takes [`DROP_TOKEN`]. The bucket
+/// starts full (it was last refilled at time 0, and the flow clock is more than a
+/// second past that).
+///
+/// Reading the clock is a helper call, which would be most of what a drop costs
+/// with the log on; so while the bucket is empty, the clock is read at most once per
+/// kernel tick (a jiffy, which the verifier inlines as one load) and per `CLOCK`
+/// value: a packet in the same tick with the same `CLOCK` as the last read finds no
+/// new token without looking. Refills are still credited exactly from the nanosecond
+/// clock; a token is at most one tick (1–10 ms) late.
+///
+/// Each drop or would-be drop with the log on is counted exactly once per CPU, in one
+/// of: a record in the ring buffer, [`suppressed`](Self::suppressed) (no token), or
+/// [`lost`](Self::lost) (a token, but the ring buffer was full).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropBucket {
-    /// Tokens left, in records.
-    pub tokens: u64,
-    /// When the bucket was last refilled.
+    /// Tokens left, in billionths of a record (at most `rate * 10^9`).
+    pub nanotokens: u64,
+    /// Flow clock (see `CLOCK`) up to which refills have been credited; a clock
+    /// behind it (a test moving `CLOCK` back) credits nothing.
     pub refilled_ns: u64,
-    /// Records not sent because the bucket was empty or the ring buffer full.
+    /// Records not sent because the bucket was empty.
     pub suppressed: u64,
+    /// Records not sent because the ring buffer was full (the reader fell behind).
+    pub lost: u64,
+    /// `jiffies` when the clock was last read.
+    pub read_jiffies: u64,
+    /// `CLOCK[0]` when the clock was last read.
+    pub read_offset: u64,
 }
-const _: () = assert!(size_of::<DropBucket>() == 24);
+const _: () = assert!(size_of::<DropBucket>() == 48);
+
+/// Flow-table bookkeeping, per CPU, in the `FLOW_STATS` array: how many entries were
+/// written and how many left other than by eviction, so that the agent can tell the
+/// evictions of the least-recently-used table, which the kernel does not count.
+///
+/// ```text
+/// evicted ≈ created − expired_replaced − deleted − entries now in FLOWS
+/// ```
+///
+/// summed over both slots and every CPU. Approximate because (1) two CPUs racing to
+/// create the same flow both count it, though it is one entry (each race adds one
+/// phantom eviction); (2) the table is walked entry by entry while packets keep
+/// changing it; (3) an entry that existed before the counters did (a pinned table
+/// from an older agent) is counted as live but was never created. The estimate is
+/// clamped at zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// New entries written (insertions that succeeded, replacements included).
+    pub created: u64,
+    /// Insertions that overwrote an expired entry of the same key (the table did not
+    /// grow).
+    pub expired_replaced: u64,
+    /// Entries deleted from userspace (written by the agent into
+    /// [`FLOW_STATS_AGENT`], CPU 0; always zero in the kernel's slot).
+    pub deleted: u64,
+}
+const _: () = assert!(size_of::<FlowStats>() == 24);
+
+/// Slot of `FLOW_STATS` the programs write (`created`, `expired_replaced`).
+pub const FLOW_STATS_KERNEL: u32 = 0;
+/// Slot of `FLOW_STATS` the agent writes (`deleted`); the programs never touch it, so
+/// the agent's read-modify-write cannot lose a kernel update.
+pub const FLOW_STATS_AGENT: u32 = 1;
+/// Number of slots in the `FLOW_STATS` array.
+pub const FLOW_STATS_LEN: u32 = 2;
 
 /// Names of the maps and programs in the object, as the loader finds them.
 pub mod names {
@@ -386,6 +462,8 @@ pub mod names {
     pub const DROP_BUCKET: &str = "DROP_BUCKET";
     /// Global u32: drop records per second per CPU (0: off).
     pub const DROP_LOG_RATE: &str = "DROP_LOG_RATE";
+    /// Per-CPU [`super::FlowStats`], [`super::FLOW_STATS_LEN`] slots.
+    pub const FLOW_STATS: &str = "FLOW_STATS";
 }
 
 #[cfg(feature = "user")]
@@ -403,4 +481,5 @@ mod pod {
     unsafe impl aya::Pod for Timeouts {}
     unsafe impl aya::Pod for DropRecord {}
     unsafe impl aya::Pod for DropBucket {}
+    unsafe impl aya::Pod for FlowStats {}
 }

@@ -7,10 +7,10 @@
 //! behind `last_seen` (the two programs of a link racing on two CPUs) is age 0.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use sgmirror_common::{FlowKey, FlowValue, direction, flow_state};
+use sgmirror_common::{FLOW_STATS_KERNEL, FlowKey, FlowValue, direction, flow_state};
 
 use crate::{
-    maps::{CLOCK, FLOWS, TIMEOUTS},
+    maps::{CLOCK, FLOW_STATS, FLOWS, TIMEOUTS},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed},
 };
 
@@ -24,14 +24,26 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// of a busy link find none, and the clock is not free.
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    now_with_offset(clock_offset())
+}
+
+/// The flow clock, given [`clock_offset`].
+#[inline(always)]
+pub fn now_with_offset(offset: u64) -> u64 {
     // SAFETY: a helper without arguments.
     let kernel = unsafe { bpf_ktime_get_ns() };
-    let offset = match CLOCK.get_ptr(0) {
+    kernel.wrapping_add(offset)
+}
+
+/// `CLOCK[0]`: what the flow clock adds to the kernel's (0 in production). Cheap: the
+/// verifier turns the lookup into a few instructions.
+#[inline(always)]
+pub fn clock_offset() -> u64 {
+    match CLOCK.get_ptr(0) {
         // SAFETY: a valid slot of a one-entry array.
         Some(v) => unsafe { *v },
         None => 0,
-    };
-    kernel.wrapping_add(offset)
+    }
 }
 
 /// The key of a packet that travels in `dir`, from its addresses, protocol and ports
@@ -120,12 +132,23 @@ fn next_state(state: u8, initiator: u8, dir: u32, tcp_flags: u8) -> u8 {
     }
 }
 
-/// If `key` is a live flow, records the packet (time, state) and returns true.
-/// An expired entry counts as absent; it is overwritten if the packet creates a flow.
+/// What the flow table holds for a key ([`refresh`]): nothing.
+pub const ABSENT: u64 = 0;
+/// An entry past its idle timeout: as good as absent, but creating the flow again
+/// overwrites it rather than adding one (see `FlowStats`).
+pub const EXPIRED: u64 = 1;
+/// A live flow.
+pub const LIVE: u64 = 2;
+
+/// If `key` is a live flow, records the packet (time, state). An expired entry
+/// counts as absent; it is overwritten if the packet creates a flow. Returns
+/// [`ABSENT`], [`EXPIRED`] or [`LIVE`]: plain numbers, so that the difference between
+/// the first two reaches [`create`] as arithmetic; a comparison would be a branch,
+/// and the verifier would then check all that follows twice.
 #[inline(always)]
-pub fn refresh(key: &FlowKey, dir: u32, tcp_flags: u8) -> bool {
+pub fn refresh(key: &FlowKey, dir: u32, tcp_flags: u8) -> u64 {
     let Some(v) = FLOWS.get_ptr_mut(key) else {
-        return false;
+        return ABSENT;
     };
     // SAFETY: a valid map value. Two CPUs updating one flow at once may lose one
     // update of the timestamp or state, as conntrack may; both are monotonic.
@@ -133,12 +156,12 @@ pub fn refresh(key: &FlowKey, dir: u32, tcp_flags: u8) -> bool {
         let state = (*v).state;
         let now = now_ns();
         if expired((*v).last_seen_ns, state, now) {
-            return false;
+            return EXPIRED;
         }
         (*v).last_seen_ns = now;
         (*v).state = next_state(state, (*v).initiator, dir, tcp_flags);
     }
-    true
+    LIVE
 }
 
 /// The state of a flow created by a packet of `proto` with `tcp_flags`.
@@ -155,9 +178,18 @@ fn first_state(proto: u8, tcp_flags: u8) -> u8 {
     }
 }
 
-/// Creates (or overwrites an expired) entry for a packet of `dir` allowed by the rules.
+/// [`create`]'s result: an entry was written.
+const WROTE: u64 = 1;
+/// [`create`]'s result: the entry written replaced an expired one.
+const REPLACED: u64 = 2;
+
+/// Creates an entry for a packet of `dir` allowed by the rules, over an expired one
+/// when `found` (what [`refresh`] returned: [`ABSENT`] or [`EXPIRED`]) says so.
+/// Returns what to count with [`count_write`]: 0 when nothing was written, else
+/// [`WROTE`], plus [`REPLACED`] over an expired entry (arithmetic, not a branch: see
+/// [`refresh`]).
 #[inline(always)]
-pub fn create(key: &FlowKey, dir: u32, proto: u8, tcp_flags: u8) {
+pub fn create(key: &FlowKey, dir: u32, proto: u8, tcp_flags: u8, found: u64) -> u64 {
     let value = FlowValue {
         last_seen_ns: now_ns(),
         initiator: dir as u8,
@@ -165,6 +197,21 @@ pub fn create(key: &FlowKey, dir: u32, proto: u8, tcp_flags: u8) {
         _pad: [0; 6],
     };
     // BPF_ANY: a full table evicts its least recently used entry; nothing to do on
-    // failure (the packet is allowed by the rules anyway).
-    let _ = FLOWS.insert(key, &value, 0);
+    // failure (the packet is allowed by the rules anyway) but not to count it.
+    match FLOWS.insert(key, &value, 0) {
+        Ok(()) => WROTE | (found & EXPIRED) * REPLACED,
+        Err(_) => 0,
+    }
+}
+
+/// Counts what [`create`] wrote in `FLOW_STATS` (see `FlowStats`).
+#[inline(always)]
+pub fn count_write(wrote: u64) {
+    if let Some(s) = FLOW_STATS.get_ptr_mut(FLOW_STATS_KERNEL) {
+        // SAFETY: this CPU's slot of a per-CPU array (as the `STATS` counters).
+        unsafe {
+            (*s).created += wrote & WROTE;
+            (*s).expired_replaced += (wrote & REPLACED) >> 1;
+        }
+    }
 }

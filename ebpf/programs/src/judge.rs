@@ -19,7 +19,7 @@ use sgmirror_common::{
 };
 
 use crate::{
-    flow,
+    droplog, flow,
     maps::{ADDR4, ADDR6, EADDR4, EADDR6, EPORTS, ERULE_HITS, FRAGS, MODE, PORTS, RULE_HITS, STATS},
     parse::{FRAG_FIRST, FRAG_LATER, Frame, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed, parse},
 };
@@ -165,64 +165,87 @@ fn count_rule_hit(match_id: u32, dir: u32) {
     }
 }
 
-/// Judges a packet: `(allowed, reason)`.
+/// The decision about one packet.
+#[derive(Clone, Copy)]
+pub struct Judgement {
+    /// Whether the policy allows it.
+    pub allowed: bool,
+    /// `reason::*`.
+    pub why: u32,
+    /// What it wrote to the flow table, as [`flow::create`] returns it (0: nothing).
+    pub flow_write: u64,
+}
+
+impl Judgement {
+    #[inline(always)]
+    const fn new(allowed: bool, why: u32) -> Self {
+        Self { allowed, why, flow_write: 0 }
+    }
+}
+
+/// Judges a packet. What was parsed of it is left in `p` (for the drop log).
 #[inline(always)]
-pub fn judge(f: &Frame, dir: u32) -> (bool, u32) {
-    let mut p = Parsed::new();
-    match parse(f, &mut p) {
+pub fn judge(f: &Frame, dir: u32, p: &mut Parsed) -> Judgement {
+    match parse(f, p) {
         L3::Ip => {}
-        L3::Arp => return (true, reason::EXEMPT),
-        L3::NonIp => return (true, reason::NON_IP),
-        L3::Malformed => return (false, reason::MALFORMED),
+        L3::Arp => return Judgement::new(true, reason::EXEMPT),
+        L3::NonIp => return Judgement::new(true, reason::NON_IP),
+        L3::Malformed => return Judgement::new(false, reason::MALFORMED),
     }
     p.launder();
+    let p = &*p;
     let peer = if dir == direction::INGRESS { p.addrs[0] } else { p.addrs[1] };
     let addr = lookup_addr(p.family, &peer, dir);
-    let (allowed, why) = if addr.exempt {
-        (true, reason::EXEMPT)
+    let j = if addr.exempt {
+        Judgement::new(true, reason::EXEMPT)
     } else if p.frag == FRAG_LATER {
-        return (later_fragment_allowed(&p, dir), reason::FRAGMENT);
+        return Judgement::new(later_fragment_allowed(p, dir), reason::FRAGMENT);
     } else if !p.l4_ok {
-        return (false, reason::MALFORMED);
-    } else if protocol_exempt(&p) {
-        (true, reason::EXEMPT)
+        return Judgement::new(false, reason::MALFORMED);
+    } else if protocol_exempt(p) {
+        Judgement::new(true, reason::EXEMPT)
     } else {
-        stateful(&p, &peer, addr, dir)
+        stateful(p, &peer, addr, dir)
     };
-    if allowed && p.frag == FRAG_FIRST {
-        remember_first_fragment(&p, dir);
+    if j.allowed && p.frag == FRAG_FIRST {
+        remember_first_fragment(p, dir);
     }
-    (allowed, why)
+    j
 }
 
 /// Steps 5–7: the flow table, then the rules.
 #[inline(always)]
-fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> (bool, u32) {
+fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> Judgement {
     if p.quote_ok && flow::is_related(p, dir) {
-        return (true, reason::TRACKED);
+        return Judgement::new(true, reason::TRACKED);
     }
     let key = flow::packet_key(p, dir);
-    if flow::refresh(&key, dir, p.tcp_flags) {
-        return (true, reason::TRACKED);
+    let found = flow::refresh(&key, dir, p.tcp_flags);
+    if found == flow::LIVE {
+        return Judgement::new(true, reason::TRACKED);
     }
     if !addr.found {
-        return (false, reason::NO_RULE);
+        return Judgement::new(false, reason::NO_RULE);
     }
     let hit = lookup_ports(addr.class, p.proto, p.port, dir);
     if !hit.found {
-        return (false, reason::NO_RULE);
+        return Judgement::new(false, reason::NO_RULE);
     }
     count_rule_hit(hit.match_id, dir);
+    let mut j = Judgement::new(true, reason::RULE);
     if !p.is_error && !untracked(hit.flags, p.proto) && !response_of_untracked(p, peer, dir) {
-        flow::create(&key, dir, p.proto, p.tcp_flags);
+        j.flow_write = flow::create(&key, dir, p.proto, p.tcp_flags, found);
     }
-    (true, reason::RULE)
+    j
 }
 
 /// Turns a decision into a verdict (audit mode passes what it would drop), counts
-/// the packet, and returns whether it passes.
+/// the packet (and the flow it created), logs it if it was not allowed, and returns
+/// whether it passes. The flow is counted here rather than where it is created:
+/// there, the extra map access made the verifier check much of the program twice.
 #[inline(always)]
-pub fn settle(dir: u32, allowed: bool, why: u32, bytes: u64) -> bool {
+pub fn settle(p: &Parsed, dir: u32, j: Judgement, bytes: u64) -> bool {
+    let Judgement { allowed, why, flow_write } = j;
     let v = if allowed {
         verdict::ALLOW
     } else if MODE.load() == mode::AUDIT {
@@ -236,6 +259,12 @@ pub fn settle(dir: u32, allowed: bool, why: u32, bytes: u64) -> bool {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
+    }
+    if flow_write != 0 {
+        flow::count_write(flow_write);
+    }
+    if !allowed {
+        droplog::log_drop(p, dir, v, why, bytes);
     }
     v != verdict::DROP
 }

@@ -2,9 +2,11 @@
 //! interface's inbound security-group rules at XDP, `sgm_tc_out` its outbound rules
 //! at TC (TCX or clsact). Both judge with the same code and share the link's flow
 //! table, so either side's allowed first packet admits the replies on the other.
+//! What they do not allow they count, and report to the drop log (`droplog`).
 #![no_std]
 #![no_main]
 
+mod droplog;
 mod flow;
 mod judge;
 mod maps;
@@ -19,7 +21,7 @@ use sgmirror_common::direction;
 
 use crate::{
     judge::{judge, settle},
-    parse::Frame,
+    parse::{Frame, Parsed},
 };
 
 /// Bytes of an outbound packet made directly readable before parsing: every header
@@ -31,12 +33,9 @@ const TC_PULL_LEN: u32 = 512;
 #[xdp]
 pub fn sgm_xdp_in(ctx: XdpContext) -> u32 {
     let frame = Frame::linear(ctx.data(), ctx.data_end());
-    let (allowed, why) = judge(&frame, direction::INGRESS);
-    if settle(direction::INGRESS, allowed, why, frame.len()) {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
-    }
+    let mut p = Parsed::new();
+    let j = judge(&frame, direction::INGRESS, &mut p);
+    if settle(&p, direction::INGRESS, j, frame.len()) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 /// Passes with `TC_ACT_UNSPEC` ("next"), not `TC_ACT_OK`: with TCX and with several
@@ -51,8 +50,9 @@ pub fn sgm_tc_out(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(want);
     }
     let frame = Frame { start: ctx.data(), end: ctx.data_end(), len: len as usize };
-    let (allowed, why) = judge(&frame, direction::EGRESS);
-    if settle(direction::EGRESS, allowed, why, u64::from(len)) { TC_ACT_UNSPEC } else { TC_ACT_SHOT as i32 }
+    let mut p = Parsed::new();
+    let j = judge(&frame, direction::EGRESS, &mut p);
+    if settle(&p, direction::EGRESS, j, u64::from(len)) { TC_ACT_UNSPEC } else { TC_ACT_SHOT as i32 }
 }
 
 #[unsafe(link_section = "license")]

@@ -2,15 +2,17 @@
 //! the agent sizes the policy maps (`ADDR4`, `ADDR6`, `PORTS`, `RULE_HITS` and their
 //! egress twins) to each policy at load time, so their sizes here are placeholders.
 //! Both programs of a link share one object, so they share every map: `STATS`,
-//! `FRAGS`, `FLOWS` and `CLOCK` are per link, the policy maps per direction.
+//! `FRAGS`, `FLOWS`, `FLOW_STATS`, `CLOCK` and the drop log (`DROP_LOG`,
+//! `DROP_BUCKET`) are per link, the policy maps per direction.
 
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sgmirror_common::{
-    AddrValue, Counter, FlowKey, FlowValue, FragKey, FragValue, PortKey, PortValue, STATS_LEN, Timeouts, mode,
+    AddrValue, Counter, DROP_LOG_BYTES, DropBucket, FLOW_STATS_LEN, FlowKey, FlowStats, FlowValue, FragKey,
+    FragValue, PortKey, PortValue, STATS_LEN, Timeouts, mode,
 };
 
 /// IPv4 source prefixes of the inbound rules → permission class (`BPF_F_NO_PREALLOC`
@@ -71,3 +73,21 @@ pub static MODE: Global<u32> = Global::new(mode::ENFORCE);
 /// Idle timeouts of the link's flows, set by the loader.
 #[unsafe(no_mangle)]
 pub static TIMEOUTS: Global<Timeouts> = Global::new(Timeouts::DEFAULT);
+
+/// Entries written to and replaced in `FLOWS`, for the agent's eviction estimate
+/// (`FlowStats`); the programs write slot `FLOW_STATS_KERNEL` only.
+#[map]
+pub static FLOW_STATS: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(FLOW_STATS_LEN, 0);
+
+/// Drop records for the agent's drop log.
+#[map]
+pub static DROP_LOG: RingBuf = RingBuf::with_byte_size(DROP_LOG_BYTES, 0);
+
+/// The drop log's rate limit: one token bucket per CPU.
+#[map]
+pub static DROP_BUCKET: PerCpuArray<DropBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// Drop records per second per CPU, set by the loader; 0 (the default) turns the
+/// drop log off, and the verifier then removes its code as dead.
+#[unsafe(no_mangle)]
+pub static DROP_LOG_RATE: Global<u32> = Global::new(0);
