@@ -2,7 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
     time::Duration,
@@ -15,19 +15,111 @@ pub fn run_to_end(args: &[&str]) -> Output {
     Command::new(sgmirror_bin()).args(args).output().expect("running sgmirror")
 }
 
-/// A running `sgmirror run`; killed on drop if still running.
+/// Where agents pin (`--pin-root`, a unique directory under `/sys/fs/bpf` named
+/// `sgmirror-test-*`) and keep their status records (`--state-dir`, a temporary
+/// directory). Dropping it detaches what was pinned there (`sgmirror detach`) and
+/// removes both, so pinned enforcement never outlives a test.
+#[derive(Debug)]
+pub struct PinRoot {
+    pub pin_root: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl PinRoot {
+    /// Fresh, unique directories (created by the agent).
+    pub fn new() -> PinRoot {
+        let suffix = crate::unique_suffix();
+        PinRoot {
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/sgmirror-test-{suffix}")),
+            state_dir: std::env::temp_dir().join(format!("sgmirror-test-state-{suffix}")),
+        }
+    }
+
+    /// `--pin-root DIR --state-dir DIR`.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--pin-root".to_owned(),
+            self.pin_root.display().to_string(),
+            "--state-dir".to_owned(),
+            self.state_dir.display().to_string(),
+        ]
+    }
+
+    /// `sgmirror status [--json]` against these directories.
+    pub fn status(&self, json: bool) -> Output {
+        let mut args = vec!["status".to_owned()];
+        args.extend(self.args());
+        if json {
+            args.push("--json".to_owned());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_to_end(&refs)
+    }
+
+    /// `sgmirror detach [--link LINK]` against these directories.
+    pub fn detach(&self, link: Option<&str>) -> Output {
+        let mut args = vec!["detach".to_owned()];
+        args.extend(self.args());
+        if let Some(link) = link {
+            args.extend(["--link".to_owned(), link.to_owned()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_to_end(&refs)
+    }
+}
+
+impl Default for PinRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        let _ = self.detach(None);
+        // Pins of links that were deleted before the detach, if any.
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// A running `sgmirror run`; killed on drop if still running, and what it pinned is
+/// detached unless the pins belong to a [`PinRoot`] of the test.
 pub struct Agent {
     child: Child,
     stderr: mpsc::Receiver<String>,
     log: Vec<String>,
+    /// Declared after `child`: the agent is killed before its pins are detached.
+    _own_pins: Option<PinRoot>,
 }
 
 impl Agent {
-    /// Starts `sgmirror run ARGS` and waits until it says it is enforcing.
+    /// Starts `sgmirror run ARGS` with pins in a directory of its own, and waits
+    /// until it says it is enforcing.
     pub fn start(args: &[&str]) -> Agent {
+        let pins = PinRoot::new();
+        let mut agent = Agent::spawn(args, &pins);
+        agent._own_pins = Some(pins);
+        agent.wait_for("sgmirror: enforcing", Duration::from_secs(60));
+        agent
+    }
+
+    /// Starts `sgmirror run ARGS` pinning in `pins` (which outlive the agent), and
+    /// waits until it says it is enforcing.
+    pub fn start_in(args: &[&str], pins: &PinRoot) -> Agent {
+        let mut agent = Agent::spawn(args, pins);
+        agent.wait_for("sgmirror: enforcing", Duration::from_secs(60));
+        agent
+    }
+
+    /// Starts `sgmirror run ARGS` pinning in `pins`, without waiting.
+    pub fn spawn(args: &[&str], pins: &PinRoot) -> Agent {
         let mut child = Command::new(sgmirror_bin())
             .arg("run")
+            // Never an installed /etc/sgmirror/config.toml: only the test's flags.
+            .args(["--config", "/dev/null"])
             .args(args)
+            .args(pins.args())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -41,9 +133,24 @@ impl Agent {
                 }
             }
         });
-        let mut agent = Agent { child, stderr: rx, log: Vec::new() };
-        agent.wait_for("sgmirror: enforcing", Duration::from_secs(60));
-        agent
+        Agent { child, stderr: rx, log: Vec::new(), _own_pins: None }
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Kills the agent with SIGKILL (no clean-up of its own) and reaps it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for a stderr line containing `needle`, panicking with the log on timeout

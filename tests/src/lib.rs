@@ -7,10 +7,13 @@
 //! Everything a test creates is removed by `Drop`, also when the test fails.
 
 pub mod agent;
+pub mod foreign;
 pub mod icmp;
 pub mod lab;
 pub mod peer;
+pub mod probe;
 pub mod snapshots;
+pub mod tempdir;
 
 use std::{path::PathBuf, process::Command, sync::OnceLock};
 

@@ -127,7 +127,15 @@ fn every_bad_snapshot_is_refused_with_its_path_and_nothing_is_attached() {
     for (what, text, path) in cases {
         let file = dir.join("bad.json");
         std::fs::write(&file, &text).unwrap();
-        let out = run_to_end(&["run", "--snapshot", file.to_str().unwrap(), "--bind", &bind]);
+        let out = run_to_end(&[
+            "run",
+            "--config",
+            "/dev/null",
+            "--snapshot",
+            file.to_str().unwrap(),
+            "--bind",
+            &bind,
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: accepted\n{stderr}");
         assert!(out.stdout.is_empty(), "{what}: wrote to stdout");

@@ -28,7 +28,8 @@ fn dropped(summary: &serde_json::Value) -> u64 {
 /// Sends `datagrams` denied datagrams from each of `flows` source ports.
 fn flood(netns: &str, src: IpAddr, dst: SocketAddr, flows: usize, datagrams: usize) {
     in_netns(netns, move || {
-        let sockets: Vec<UdpSocket> = (0..flows).map(|_| UdpSocket::bind(SocketAddr::new(src, 0)).unwrap()).collect();
+        let sockets: Vec<UdpSocket> =
+            (0..flows).map(|_| UdpSocket::bind(SocketAddr::new(src, 0)).unwrap()).collect();
         for _ in 0..datagrams {
             for s in &sockets {
                 s.send_to(b"denied", dst).unwrap();
@@ -113,7 +114,10 @@ fn a_flood_becomes_at_most_the_configured_lines_adding_up_to_the_kernel_counters
     assert_eq!(ok.len(), 50, "the line limit holds");
     assert_eq!(skipped.len(), 1, "the other flows are summed in one SKIPDATA line");
     for l in &ok {
-        assert_eq!((l[3].as_str(), l[4].as_str(), l[6].as_str(), l[7].as_str()), ("198.18.63.2", "198.18.63.1", "9", "17"));
+        assert_eq!(
+            (l[3].as_str(), l[4].as_str(), l[6].as_str(), l[7].as_str()),
+            ("198.18.63.2", "198.18.63.1", "9", "17")
+        );
         assert_eq!(l[8], "20", "each flow's 20 datagrams are one line");
         assert_eq!(l[12], "REJECT");
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use sgmirror_e2e::{
-    agent::{Agent, read_summary},
+    agent::{Agent, PinRoot, read_summary},
     lab::Lab,
     peer::{TcpServer, UdpCounter, ping, tcp_connects, udp_send},
     snapshots::{Rule, one_group},
@@ -77,16 +77,20 @@ fn allowed_sources_get_through_and_denied_ones_do_not() {
     let udp6 = UdpCounter::start(SocketAddr::new(host6, 7002));
 
     let bind = format!("{}=eni-e2e41", lab.host_link);
-    let agent = Agent::start(&[
-        "--snapshot",
-        snap_path.to_str().unwrap(),
-        "--bind",
-        &bind,
-        "--xdp-mode",
-        "native",
-        "--summary-json",
-        summary_path.to_str().unwrap(),
-    ]);
+    let pins = PinRoot::new();
+    let agent = Agent::start_in(
+        &[
+            "--snapshot",
+            snap_path.to_str().unwrap(),
+            "--bind",
+            &bind,
+            "--xdp-mode",
+            "native",
+            "--summary-json",
+            summary_path.to_str().unwrap(),
+        ],
+        &pins,
+    );
     assert!(lab.host_has_xdp(), "no XDP program on {}", lab.host_link);
 
     for src in [allowed4, denied4, allowed6, denied6] {
@@ -109,7 +113,10 @@ fn allowed_sources_get_through_and_denied_ones_do_not() {
     let (stdout, status) = agent.stop();
     assert!(status.success(), "agent exited with {status}");
     assert!(stdout.contains("sgr-udp4"), "the exit summary lists the rules: {stdout}");
-    assert!(!lab.host_has_xdp(), "the agent detaches on exit");
+    assert!(lab.host_has_xdp(), "the pinned programs keep enforcing after the agent exits");
+    let detach = pins.detach(None);
+    assert!(detach.status.success(), "detach: {detach:?}");
+    assert!(!lab.host_has_xdp(), "`sgmirror detach` removes the pinned programs");
 
     assert_eq!(
         [udp4.received_from(allowed4), udp4.received_from(denied4)],

@@ -125,8 +125,6 @@ impl Setup {
             "native",
             "--summary-json",
             summary.to_str().unwrap(),
-            "--pin-root",
-            "/sys/fs/bpf/sgmirror-test",
             "--metrics-addr",
             metrics_addr,
         ])

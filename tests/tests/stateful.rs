@@ -86,8 +86,6 @@ impl Setup {
             summary.to_str().unwrap(),
             "--poll-interval-ms",
             "200",
-            "--pin-root",
-            "/sys/fs/bpf/sgmirror-test",
         ];
         args.extend_from_slice(extra);
         Agent::start(&args)

@@ -1,5 +1,7 @@
 //! The demo's agent process: `sgmirror run` in the background, stopped with SIGTERM,
-//! after which it has detached and written its JSON summary.
+//! after which it has written its JSON summary. It pins under a pin root and keeps
+//! state in a directory of its own (never the production `/sys/fs/bpf/sgmirror` and
+//! `/var/lib/sgmirror`), and what it left enforced is detached when it is dropped.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -22,6 +24,9 @@ pub struct Agent {
     child: Option<Child>,
     summary: PathBuf,
     lines: Receiver<String>,
+    binary: PathBuf,
+    pin_root: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Agent {
@@ -36,8 +41,16 @@ impl Agent {
         let summary =
             std::env::temp_dir().join(format!("sgmirror-demo-summary-{}-{n}.json", std::process::id()));
         let _ = std::fs::remove_file(&summary);
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/sgmirror-demo-{}-{n}", std::process::id()));
+        let state_dir = std::env::temp_dir().join(format!("sgmirror-demo-state-{}-{n}", std::process::id()));
         let mut cmd = Command::new(binary);
         cmd.arg("run")
+            // Never an installed /etc/sgmirror/config.toml: only these flags.
+            .args(["--config", "/dev/null"])
+            .arg("--pin-root")
+            .arg(&pin_root)
+            .arg("--state-dir")
+            .arg(&state_dir)
             .arg("--snapshot")
             .arg(snapshot)
             .arg("--bind")
@@ -69,7 +82,8 @@ impl Agent {
                 let _ = tx.send(line);
             }
         });
-        let mut agent = Agent { child: Some(child), summary, lines };
+        let mut agent =
+            Agent { child: Some(child), summary, lines, binary: binary.to_path_buf(), pin_root, state_dir };
         agent.wait_enforcing()?;
         Ok(agent)
     }
@@ -111,6 +125,21 @@ impl Drop for Agent {
             let _ = terminate(child);
         }
         let _ = std::fs::remove_file(&self.summary);
+        // A stopped agent leaves its policy pinned and enforced; the demo's is removed.
+        if !self.pin_root.exists() {
+            return;
+        }
+        let _ = Command::new(&self.binary)
+            .arg("detach")
+            .arg("--pin-root")
+            .arg(&self.pin_root)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
 

@@ -12,6 +12,8 @@ use crate::util;
 /// bpffs directories that tests pin into.
 const BPFFS: &str = "/sys/fs/bpf";
 const TEST_PIN_PREFIX: &str = "sgmirror-test";
+/// The demo's pin roots (`xtask/src/agent.rs`).
+const DEMO_PIN_PREFIX: &str = "sgmirror-demo";
 
 /// Deletes leftover `sgm-*` namespaces, `sgm*` links in this namespace and test pins.
 /// Best effort: reports what it removed and what it could not remove, never fails.
@@ -40,7 +42,8 @@ pub fn leftovers(prefix: &str) {
     if let Ok(entries) = std::fs::read_dir(BPFFS) {
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with(TEST_PIN_PREFIX) {
+            let name = name.to_string_lossy();
+            if name.starts_with(TEST_PIN_PREFIX) || name.starts_with(DEMO_PIN_PREFIX) {
                 remove_pins(prefix, &entry.path());
             }
         }

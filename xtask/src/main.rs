@@ -3,12 +3,15 @@
 //! Everything a developer or CI needs beyond a plain `cargo build` lives here, so that
 //! `.ci/run` stays a one-liner that a user can run too: `setup` installs the eBPF
 //! toolchain and the test tools, `test` runs the whole suite as root, `lint` runs
-//! rustfmt and clippy, and `demo` shows enforcement in a throw-away lab.
+//! rustfmt and clippy, `demo` shows enforcement in a throw-away lab, and `bench`
+//! measures it.
 
 mod agent;
+mod bench;
 mod cleanup;
 mod demo;
 mod lab;
+mod package;
 mod probe;
 mod setup;
 mod summary;
@@ -51,6 +54,46 @@ enum Command {
     },
     /// Run setup, then `cargo fmt --check` and `cargo clippy -D warnings`.
     Lint,
+    /// Run setup, build the benchmark and the agent in release mode, and run the
+    /// benchmark pinned to CPU 0 (root): per-packet cost against reference programs,
+    /// control-plane costs, the drop log's cost, drop rates on veth against nftables and
+    /// ipset, growth with the policy's size. Writes docs/bench/.
+    Bench {
+        /// A tiny run (seconds; no live traffic), written under the target directory.
+        #[arg(long)]
+        smoke: bool,
+        /// Extra arguments for sgmirror-bench (e.g. `--only p1,p4`), after `--`.
+        #[arg(last = true)]
+        bench_args: Vec<String>,
+    },
+    /// Build sgmirror (release) and install it as a service: the binary in
+    /// PREFIX/bin, the systemd unit in /etc/systemd/system, the example configuration
+    /// in /etc/sgmirror/config.toml (an existing one is kept). Runs `systemctl
+    /// daemon-reload` when systemd is running and there is no --destdir; does not
+    /// enable or start the unit.
+    Install {
+        /// Install under this directory instead of / (for staging; no root needed).
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<std::path::PathBuf>,
+        /// Prefix of the binary's directory.
+        #[arg(long, value_name = "PREFIX", default_value = "/usr/local")]
+        prefix: String,
+        /// Install the debug build instead of the release build.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build the Debian package target/debian/sgmirror_<version>_<arch>.deb: binary,
+    /// enabled systemd unit, configuration (a conffile, starting in audit mode); purge
+    /// removes the configuration, the unit's enablement and the pinned state. Prints
+    /// the package's path on stdout.
+    Deb {
+        /// Package the debug build (stripped) instead of the release build.
+        #[arg(long)]
+        debug: bool,
+        /// Write the package here instead of target/debian.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
     /// Run setup, build sgmirror, and show it enforcing the web-server example in a
     /// throw-away network-namespace lab (root).
     Demo {
@@ -68,6 +111,13 @@ fn main() -> ExitCode {
         Command::Test { full, cargo_args } => test::run_tests(full, &cargo_args),
         Command::Lint => test::run_lint(),
         Command::Demo { no_agent } => demo::run(!no_agent),
+        Command::Bench { smoke, bench_args } => bench::run(smoke, &bench_args),
+        Command::Install { destdir, prefix, debug } => {
+            package::install(destdir.as_deref(), &prefix, profile(debug))
+        }
+        Command::Deb { debug, out_dir } => package::deb(profile(debug), out_dir.as_deref()).map(|deb| {
+            println!("{}", deb.display());
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +126,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn profile(debug: bool) -> package::Profile {
+    if debug { package::Profile::Debug } else { package::Profile::Release }
 }
 
 #[cfg(test)]
@@ -87,6 +141,18 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_takes_smoke_and_passes_extra_arguments_through() {
+        let cli = Cli::try_parse_from(["xtask", "bench", "--smoke", "--", "--only", "p1"]).unwrap();
+        match cli.command {
+            Command::Bench { smoke, bench_args } => {
+                assert!(smoke);
+                assert_eq!(bench_args, ["--only", "p1"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -29,8 +29,25 @@ use crate::util;
 const DEBIAN_TOOLCHAIN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
 /// What building bpf-linker against Debian's LLVM 22 needs.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
-/// Tools the tests and the demo run: `ip`, `ping`, `ethtool`, `curl`.
-const TEST_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "ethtool", "curl"];
+/// Tools the tests, the demo and the benchmark run: `ip`, `ping`, `ethtool`, `curl`,
+/// the netfilter tools the benchmark compares sgmirror with (`iptables`, `nft`,
+/// `ipset`), and what the packaging tests use: `systemd-analyze`, `setpriv`,
+/// `dpkg-shlibdeps`, `strip`, `lintian`, `debootstrap`.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "ethtool",
+    "curl",
+    "iptables",
+    "nftables",
+    "ipset",
+    "systemd",
+    "util-linux",
+    "dpkg-dev",
+    "binutils",
+    "lintian",
+    "debootstrap",
+];
 /// The Debian package that ships `promtool`.
 const PROMTOOL_PACKAGE: &str = "prometheus";
 

@@ -41,23 +41,19 @@ pub fn run_lint() -> Result<()> {
     let mut fmt = Command::new(util::cargo());
     fmt.current_dir(&root).args(["fmt", "--all", "--check"]);
     if util::run_loud("lint", &mut fmt).is_err() {
-        failed.push("cargo fmt (run `cargo fmt --all`)");
+        failed.push("cargo fmt (run `cargo fmt --all`)".to_owned());
     }
 
-    let ebpf_manifest = root.join("ebpf/programs/Cargo.toml");
-    if ebpf_manifest.exists() {
+    // The kernel crates are their own workspaces, outside the root one.
+    for krate in ["ebpf/programs", "ebpf/reference"] {
+        let manifest = format!("{krate}/Cargo.toml");
+        if !root.join(&manifest).exists() {
+            continue;
+        }
         let mut fmt_ebpf = Command::new(util::cargo());
-        fmt_ebpf.current_dir(&root).args([
-            "fmt",
-            "--all",
-            "--check",
-            "--manifest-path",
-            "ebpf/programs/Cargo.toml",
-        ]);
+        fmt_ebpf.current_dir(&root).args(["fmt", "--all", "--check", "--manifest-path", &manifest]);
         if util::run_loud("lint", &mut fmt_ebpf).is_err() {
-            failed.push(
-                "cargo fmt of ebpf/programs (run `cargo fmt --all --manifest-path ebpf/programs/Cargo.toml`)",
-            );
+            failed.push(format!("cargo fmt of {krate} (run `cargo fmt --all --manifest-path {manifest}`)"));
         }
     }
 
@@ -71,7 +67,7 @@ pub fn run_lint() -> Result<()> {
         "warnings",
     ]);
     if util::run_loud("lint", &mut clippy).is_err() {
-        failed.push("cargo clippy");
+        failed.push("cargo clippy".to_owned());
     }
 
     if !failed.is_empty() {

@@ -27,8 +27,26 @@ pub enum Command {
     /// compiled and verified before anything is attached: a bad snapshot or a policy
     /// that does not fit attaches nothing. Without --bind, the snapshot's own
     /// interfaces are matched to local links by MAC address. The snapshot file is
-    /// watched; a changed policy replaces the old one atomically. On exit the programs
-    /// are detached and a summary of the counters is printed.
+    /// watched; a changed policy replaces the old one atomically.
+    ///
+    /// Lifecycle: the XDP and TCX links are pinned in bpffs (under --pin-root), so
+    /// stopping the agent (SIGTERM, SIGINT, a crash, kill -9) leaves the last policy
+    /// enforced by the kernel; on exit a summary of the counters is printed. A new
+    /// agent adopts pinned links by swapping its programs in atomically (never a
+    /// second program, never a gap); `sgmirror detach` removes them. With a clsact
+    /// egress filter (--tc-mode clsact, kernels before 6.6) nothing can be pinned and
+    /// the programs are detached on exit. An XDP program sgmirror did not attach is
+    /// refused unless --replace-foreign-xdp; egress uses TCX, so other TC programs
+    /// keep running. No usable policy at start (the snapshot is unreadable or bad, or
+    /// none of its interfaces is a local link): nothing is attached, the error is
+    /// logged and the exit status is 1, so a supervisor retries; enforcement pinned
+    /// earlier stays as it was.
+    ///
+    /// Settings come from the flags and the configuration file (--config; every flag
+    /// is a key there, and the file's `[[failsafe]]` entries are peers that always
+    /// pass). SIGHUP re-reads the file and refreshes the policy. Under systemd
+    /// (NOTIFY_SOCKET) the agent reports readiness once every link is enforced, pings
+    /// the watchdog (WATCHDOG_USEC) and reports reloads and the stop.
     Run(RunArgs),
     /// Resolve and compile a snapshot without touching the kernel, and report per
     /// interface: rules, prefixes per family, permission classes, map sizes, warnings.
@@ -44,6 +62,16 @@ pub enum Command {
     /// BPF_PROG_TEST_RUN, loaded with private maps filled from the snapshot, never the
     /// live ones. Exit status is 0 for either verdict and non-zero only for errors.
     Explain(ExplainArgs),
+    /// Show what is enforced, per link: its ENI, XDP and TC attach modes (and why XDP
+    /// is not native), policy generation and hash, when it was applied, source
+    /// health, enforce/audit, and the key counters. Read from the pinned state and the
+    /// state directory, so it works while the agent is stopped too; says "not
+    /// enforcing" when nothing is pinned.
+    Status(StatusArgs),
+    /// Remove what sgmirror pinned: detach its programs from every link (or only from
+    /// --link) and delete their pins and status records. Idempotent: nothing pinned is
+    /// not an error. A running agent keeps its links until it exits; stop it first.
+    Detach(DetachArgs),
     /// Report the rules that are probably mistakes, and nothing about those that are
     /// fine: sensitive ports (SSH, RDP, databases, ...) open to 0.0.0.0/0 or ::/0, host
     /// addresses with short prefixes (203.0.113.5/0 is the whole internet to AWS), very
@@ -57,7 +85,8 @@ pub enum Command {
     Lint(LintArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModeArg {
     /// Drop what the security groups do not allow.
     Enforce,
@@ -65,7 +94,8 @@ pub enum ModeArg {
     Audit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpModeArg {
     /// Native (driver) mode, falling back to generic mode with a warning.
     Auto,
@@ -83,10 +113,34 @@ pub struct SnapshotArg {
     pub snapshot: PathBuf,
 }
 
-#[derive(Debug, Args)]
+/// Where `run` takes the policy from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceArg {
+    /// A snapshot file (--snapshot), watched for changes.
+    File,
+    /// The EC2 API, from the instance itself.
+    Aws,
+}
+
+/// The settings of `run`. Every one of them can also be set in the configuration file
+/// (see `packaging/config.toml`, key = flag name with `_` for `-`); a flag given on the
+/// command line wins over the file, the file wins over the defaults shown here.
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub snapshot: SnapshotArg,
+    /// Configuration file (TOML). Default: /etc/sgmirror/config.toml if it exists (a
+    /// missing default file means the defaults; a missing file given here is an
+    /// error). Unknown keys are errors. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the policy comes from: `file` (a snapshot file, --snapshot) or `aws`.
+    #[arg(long, value_enum, default_value_t = SourceArg::File)]
+    pub source: SourceArg,
+    /// Snapshot document (required with --source file): AWS CLI JSON shapes
+    /// (SecurityGroupRules or SecurityGroups, NetworkInterfaces, PrefixLists, Vpcs,
+    /// Subnets, InstanceId).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
     /// Enforce interface ENI_ID on link LINK (repeatable). Without it, the snapshot's
     /// own interfaces are matched to local links by MAC address.
     #[arg(long = "bind", value_name = "LINK=ENI_ID")]
@@ -116,9 +170,10 @@ pub struct RunArgs {
     /// when it is full.
     #[arg(long, value_name = "N", default_value_t = 65536)]
     pub flow_capacity: u32,
-    /// Where the state shared by successive policy generations of a link (counters,
-    /// flow and fragment tables) is pinned in bpffs; mounted at /sys/fs/bpf if needed.
-    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/sgmirror")]
+    /// Where each link's XDP and TCX links and the state its policy generations share
+    /// (counters, flow and fragment tables) are pinned in bpffs, in
+    /// DIR/v<layout>/netns<inode>-if<index>; bpffs is mounted at /sys/fs/bpf if needed.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
     pub pin_root: PathBuf,
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
@@ -131,11 +186,55 @@ pub struct RunArgs {
     pub no_metrics: bool,
     #[command(flatten)]
     pub drop_log: DropLogArgs,
+    /// Where the per-link status records and the pid file are kept (read by
+    /// `sgmirror status`).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Replace an XDP program that another tool attached to a bound link (it is
+    /// removed first, so the link is briefly without one); without this flag such a
+    /// link is refused with the program's id and name.
+    #[arg(long)]
+    pub replace_foreign_xdp: bool,
+    /// The failsafe list: peers that always pass, from the configuration file's
+    /// `[[failsafe]]` entries only (empty by default).
+    #[arg(skip)]
+    pub failsafe: Vec<sgmirror_policy::failsafe::FailsafeEntry>,
+}
+
+/// Default of --state-dir.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sgmirror";
+/// Default of --pin-root.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sgmirror";
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where the agent pins (its --pin-root).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
+    /// The agent's --state-dir.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Print exactly one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Only this link (default: every link sgmirror pinned in this network namespace).
+    #[arg(long, value_name = "LINK")]
+    pub link: Option<String>,
+    /// Where the agent pins (its --pin-root).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
+    /// The agent's --state-dir (status records of detached links are removed).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 /// The drop log: dropped (and, in audit mode, would-be-dropped) packets, aggregated
 /// per flow and written as VPC Flow Logs version 2 lines.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
 pub struct DropLogArgs {
     /// Where drop-log lines go: `stdout` (the journal under systemd), `log` (the
     /// agent's log on stderr), `off`, or a file path to append to.
@@ -158,7 +257,7 @@ pub struct DropLogArgs {
 
 /// Idle timeouts of tracked flows, in seconds. Each overrides, for every interface,
 /// AWS's default and the interface's `ConnectionTrackingConfiguration`.
-#[derive(Debug, Args, Default, Clone, Copy)]
+#[derive(Debug, Args, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TimeoutArgs {
     /// Established TCP (AWS default 432000).
     #[arg(long, value_name = "SECS")]
@@ -194,7 +293,8 @@ impl TimeoutArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TcModeArg {
     /// TCX where the kernel has it, a clsact filter otherwise.
     Auto,

@@ -43,8 +43,23 @@ fn is_bpffs(path: &Path) -> bool {
 /// namespace and ifindex, so that links of the same name in two namespaces never
 /// share a directory.
 pub fn link_dir(root: &Path, ifindex: u32) -> Result<PathBuf> {
-    let netns = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino();
-    Ok(root.join(format!("v{}", sgmirror_common::LAYOUT_VERSION)).join(format!("netns{netns}-if{ifindex}")))
+    let netns = netns_inode()?;
+    Ok(version_dir(root).join(format!("netns{netns}-if{ifindex}")))
+}
+
+/// The directory of the current layout version under `root`.
+pub fn version_dir(root: &Path) -> PathBuf {
+    root.join(format!("v{}", sgmirror_common::LAYOUT_VERSION))
+}
+
+/// Inode of this process's network namespace.
+pub fn netns_inode() -> Result<u64> {
+    Ok(std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino())
+}
+
+/// `netns<inode>-if`: how the link directories of this namespace start.
+pub fn netns_prefix() -> Result<String> {
+    Ok(format!("netns{}-if", netns_inode()?))
 }
 
 /// Removes a link's pinned state (the pins, then the directory).

@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use sgmirror_dataplane::{LoadOptions, Mode, TcAttachMode, XdpAttachMode};
 use sgmirror_policy::{
     compile::{self, CompiledInterface, Limits},
+    failsafe::{self, FailsafeEntry},
     model::{Direction, InterfacePolicy, Warning},
     resolve,
     snapshot::{self, Snapshot},
@@ -29,22 +30,71 @@ use sgmirror_policy::{
 use crate::{
     args::{ModeArg, RunArgs, TcModeArg, XdpModeArg},
     bindings::{self, Binding},
-    bpffs,
+    bpffs, config,
     drop_pump::DropPump,
     enforcer::{self, Enforcer, Prepared},
+    lifecycle,
     metrics::{
         self, AgentMetrics, LinkMetrics,
         server::{MetricsServer, ScrapeRequest},
     },
+    notify::Notifier,
+    state,
     summary::{self, InterfaceSummary, Summary},
 };
 
-/// Removes pinned state directories when dropped (on every way out of `run`).
+/// Says loudly that nothing is attached because there is no usable policy.
+fn no_policy(e: &anyhow::Error) {
+    tracing::error!(
+        "no usable policy at start: attaching nothing (the cloud security groups still protect; \
+         enforcement pinned by an earlier agent stays as it was): {e:#}"
+    );
+}
+
+/// Writes the status record of every link (errors are logged: status is advisory).
+fn write_records(enforcers: &[Enforcer], args: &RunArgs, health: &SourceHealth) {
+    for e in enforcers {
+        let record = state::LinkRecord {
+            interface_id: e.binding.interface_id.clone(),
+            link: e.binding.link.name.clone(),
+            ifindex: e.binding.link.ifindex,
+            netns: bpffs::netns_inode().unwrap_or(0),
+            pin_dir: e.pin_dir.clone(),
+            xdp_mode: e.attached.xdp.as_str().to_owned(),
+            xdp_fallback_reason: e.fallback_reason.clone(),
+            tc_mode: e.attached.tc.as_str().to_owned(),
+            mode: mode_name(mode_of(args)).to_owned(),
+            generation: e.generation,
+            policy_hash: policy_hash(e),
+            applied_unix: state::unix(e.applied_at),
+            source_last_success_unix: state::unix(health.last_success),
+            source_errors: health.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            agent_pid: std::process::id(),
+            written_unix: state::unix_now(),
+        };
+        if let Err(err) = state::write_record(&args.state_dir, &record) {
+            tracing::warn!(link = %record.link, "writing the status record: {err:#}");
+        }
+    }
+}
+
+/// The hash of what the link's programs enforce: both compiled images and the timeouts.
+fn policy_hash(e: &Enforcer) -> String {
+    let text =
+        serde_json::to_string(&(e.compiled(), format!("{:?}", e.policy().timeouts))).unwrap_or_default();
+    state::policy_hash(text.as_bytes())
+}
+
+/// Removes, when dropped, the pin directories that hold no pinned link: a run that
+/// fails before attaching leaves nothing, one that enforces leaves its pins.
 struct PinDirs(Vec<PathBuf>);
 
 impl Drop for PinDirs {
     fn drop(&mut self) {
         for dir in &self.0 {
+            if sgmirror_dataplane::has_pinned_links(dir) {
+                continue;
+            }
             if let Err(e) = bpffs::remove_link_dir(dir) {
                 tracing::warn!(dir = %dir.display(), "removing pinned state: {e}");
             }
@@ -56,9 +106,13 @@ impl Drop for PinDirs {
     }
 }
 
-pub fn run(args: &RunArgs) -> Result<()> {
+pub fn run(initial: &RunArgs) -> Result<()> {
+    // SIGHUP may change the reloadable settings (see `reload_settings`).
+    let mut settings = initial.clone();
+    let args = &mut settings;
+    let mut notifier = Notifier::from_env();
     // Installed first, so a signal that arrives while attaching still ends in a clean
-    // detach and a summary rather than in the default action.
+    // stop and a summary rather than in the default action.
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -67,33 +121,42 @@ pub fn run(args: &RunArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .context("installing the SIGHUP handler")?;
 
-    let path = &args.snapshot.snapshot;
+    let snapshot_path = args.snapshot.clone().context("no snapshot file given (--snapshot)")?;
+    let path = snapshot_path.as_path();
     let mut fingerprint = file_fingerprint(path);
-    let snap = load_snapshot(path)?;
-    let chosen = bindings::choose(&snap, &args.bind)?;
+    // No usable policy at start: attach nothing and exit non-zero (the error says why);
+    // enforcement an earlier agent pinned stays in force untouched.
+    let snap = load_snapshot(path).inspect_err(no_policy)?;
+    let chosen = bindings::choose(&snap, &args.bind).inspect_err(no_policy)?;
+    let _lock = state::lock(&args.state_dir)?;
     bpffs::prepare(&args.pin_root)?;
+    lifecycle::remove_stale(&args.pin_root)?;
 
     // Phase 1: everything that can fail on bad input, before touching any link.
     let mut pin_dirs = PinDirs(Vec::new());
     let mut prepared = Vec::new();
     for binding in chosen {
         let dir = bpffs::link_dir(&args.pin_root, binding.link.ifindex)?;
-        if dir.exists() {
+        let plan = lifecycle::check_link(&binding, &dir, args.replace_foreign_xdp)?;
+        if matches!(plan, lifecycle::Plan::Fresh { .. }) && dir.exists() {
             tracing::warn!(dir = %dir.display(), "removing pinned state left by an earlier run");
             bpffs::remove_link_dir(&dir)?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         pin_dirs.0.push(dir.clone());
-        let next = prepare(&snap, &binding, &dir, args)?;
-        prepared.push((binding, dir, next));
+        let next = prepare(&snap, &binding, &dir, args).inspect_err(no_policy)?;
+        prepared.push((binding, dir, next, plan));
     }
 
-    // Phase 2: attach; on any failure, the enforcers already attached are dropped,
-    // which detaches them, and the pins are removed.
+    // Phase 2: attach or adopt; on any failure, the enforcers attached fresh are
+    // dropped, which detaches them, and their pins are removed.
     let (xdp, tc) = attach_modes(args);
     let mut enforcers = Vec::new();
-    for (binding, dir, next) in prepared {
-        enforcers.push(Enforcer::attach(binding, dir, next, xdp, tc)?);
+    for (binding, dir, mut next, plan) in prepared {
+        let previous = state::read_record(&args.state_dir, &dir).map_or(0, |r| r.generation);
+        let placement = lifecycle::place(&mut next.program, &binding, &dir, plan, xdp, tc)?;
+        let generation = if placement.adopted { previous + 1 } else { 1 };
+        enforcers.push(Enforcer::placed(binding, dir, next, placement, generation));
     }
     for e in &enforcers {
         let c = e.compiled();
@@ -103,6 +166,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             xdp = e.attached.xdp.as_str(),
             tc = e.attached.tc.as_str(),
             mode = mode_name(mode_of(args)),
+            adopted = e.adopted,
             "enforcing {} inbound and {} outbound rules: {} + {} prefixes",
             c.ingress.rules,
             c.egress.rules,
@@ -110,11 +174,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
             c.egress.addr4.len() + c.egress.addr6.len(),
         );
     }
+    let mut health = SourceHealth { last_success: SystemTime::now(), errors: BTreeMap::new() };
+    if let Err(e) = state::write_pid(&args.state_dir) {
+        tracing::warn!("{e:#}; `sgmirror status` will not know the agent runs");
+    }
+    write_records(&enforcers, args, &health);
     eprintln!(
         "sgmirror: enforcing ({}) on {} link(s); stop with SIGINT or SIGTERM",
         mode_name(mode_of(args)),
         enforcers.len()
     );
+    // Only now: every bound link has its first policy.
+    notifier.ready(&status_line(args, enforcers.len()));
 
     let (scrape_tx, scrapes) = mpsc::channel::<ScrapeRequest>();
     let _server = if args.no_metrics {
@@ -131,13 +202,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
         }
     };
-    let mut health = SourceHealth { last_success: SystemTime::now(), errors: BTreeMap::new() };
     let mut drop_log = DropPump::new(&args.drop_log)?;
 
-    let poll = Duration::from_millis(args.poll_interval_ms.max(50));
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        notifier.watchdog();
+        let poll = Duration::from_millis(args.poll_interval_ms.max(50));
         // Waiting for a scrape is the loop's sleep: scrapes are answered at once, and
         // counters are read from the kernel at scrape time.
         if let Ok(request) = scrapes.recv_timeout(Duration::from_millis(50)) {
@@ -148,17 +219,27 @@ pub fn run(args: &RunArgs) -> Result<()> {
             pump.turn(&mut enforcers);
         }
         let hup = reload.swap(false, Ordering::Relaxed);
+        if hup {
+            notifier.reloading();
+            reload_settings(args, &mut drop_log, &mut enforcers)?;
+        }
         if hup || last_poll.elapsed() >= poll {
             last_poll = Instant::now();
             let now = file_fingerprint(path);
             if hup || now != fingerprint {
                 fingerprint = now;
-                refresh(path, &mut enforcers, args, &mut health);
+                // After SIGHUP every link's programs are reloaded: the mode, the
+                // failsafe list or the timeouts may have changed.
+                refresh(path, &mut enforcers, args, &mut health, hup);
             } else if now.is_some() {
                 health.last_success = SystemTime::now();
             } else {
                 *health.errors.entry("read").or_default() += 1;
             }
+            write_records(&enforcers, args, &health);
+        }
+        if hup {
+            notifier.ready(&status_line(args, enforcers.len()));
         }
         if args.stats_interval > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_interval) {
             last_stats = Instant::now();
@@ -166,17 +247,33 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     }
     tracing::info!("stopping");
+    notifier.stopping();
     if let Some(pump) = drop_log.as_mut() {
         pump.finish(&mut enforcers);
     }
 
     let summary =
         Summary { interfaces: enforcers.iter().map(|e| summarize(e, mode_of(args))).collect::<Result<_>>()? };
+    // Pinned links stay attached: the kernel goes on enforcing the last policy until
+    // a new agent adopts them or `sgmirror detach` removes them.
+    let mut kept = 0;
     for e in enforcers {
         let link = e.binding.link.name.clone();
+        if e.pinned() {
+            kept += 1;
+            continue;
+        }
+        state::remove_record(&args.state_dir, &e.pin_dir);
         e.detach().with_context(|| format!("detaching from {link}"))?;
         tracing::info!(%link, "detached");
     }
+    if kept > 0 {
+        tracing::info!(
+            "{kept} link(s) stay enforced, pinned under {}; `sgmirror detach` removes them",
+            args.pin_root.display()
+        );
+    }
+    state::remove_pid(&args.state_dir);
     drop(pin_dirs);
     if let Some(file) = &args.summary_json {
         std::fs::write(file, serde_json::to_string_pretty(&summary)?)
@@ -196,8 +293,15 @@ fn load_snapshot(path: &Path) -> Result<Snapshot> {
 
 /// The resolved and compiled policy of one interface, and the resolver's warnings
 /// (left to the caller: a refresh only reports them for a policy that changed).
-fn compile_policy(snap: &Snapshot, eni: &str) -> Result<(InterfacePolicy, CompiledInterface, Vec<Warning>)> {
-    let (policy, warnings) = resolve::resolve_interface(snap, eni)?;
+fn compile_policy(
+    snap: &Snapshot,
+    eni: &str,
+    failsafe: &[FailsafeEntry],
+) -> Result<(InterfacePolicy, CompiledInterface, Vec<Warning>)> {
+    let (mut policy, warnings) = resolve::resolve_interface(snap, eni)?;
+    // The failsafe list joins the policy as plain allow rules before compiling, so
+    // the kernel needs nothing special for it.
+    failsafe::apply(&mut policy, failsafe);
     let compiled = compile::compile(&policy, &Limits::default())
         .with_context(|| format!("compiling the policy of {eni}"))?;
     Ok((policy, compiled, warnings))
@@ -205,7 +309,7 @@ fn compile_policy(snap: &Snapshot, eni: &str) -> Result<(InterfacePolicy, Compil
 
 /// Resolves, compiles and verifies the policy of one binding.
 fn prepare(snap: &Snapshot, binding: &Binding, dir: &Path, args: &RunArgs) -> Result<Prepared> {
-    let (policy, compiled, warnings) = compile_policy(snap, &binding.interface_id)?;
+    let (policy, compiled, warnings) = compile_policy(snap, &binding.interface_id, &args.failsafe)?;
     load_policy(binding, policy, compiled, warnings, dir, args)
 }
 
@@ -235,7 +339,8 @@ fn load_policy(
 
 /// Re-reads the snapshot and swaps in every policy that changed. Any failure leaves
 /// the affected link's last good policy enforced, and says so.
-fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut SourceHealth) {
+/// With `force`, every link's programs are reloaded even if its policy is unchanged.
+fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut SourceHealth, force: bool) {
     let snap = match load_snapshot(path) {
         Ok(snap) => snap,
         Err(e) => {
@@ -250,8 +355,9 @@ fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut
     for e in enforcers.iter_mut() {
         let link = e.binding.link.name.clone();
         let result = (|| -> Result<bool> {
-            let (policy, compiled, warnings) = compile_policy(&snap, &e.binding.interface_id)?;
-            if &compiled == e.compiled() && policy.timeouts == e.policy().timeouts {
+            let (policy, compiled, warnings) =
+                compile_policy(&snap, &e.binding.interface_id, &args.failsafe)?;
+            if !force && &compiled == e.compiled() && policy.timeouts == e.policy().timeouts {
                 return Ok(false);
             }
             let next = load_policy(&e.binding, policy, compiled, warnings, &e.pin_dir, args)?;
@@ -401,4 +507,59 @@ fn log_counters(enforcers: &[Enforcer]) {
             Err(err) => tracing::warn!(link = %e.binding.link.name, "reading counters: {err:#}"),
         }
     }
+}
+
+/// For `systemctl status`.
+fn status_line(args: &RunArgs, links: usize) -> String {
+    let failsafe = match args.failsafe.len() {
+        0 => String::new(),
+        n => format!(", {n} failsafe entries"),
+    };
+    format!("enforcing ({}) on {links} link(s){failsafe}", mode_name(mode_of(args)))
+}
+
+/// SIGHUP: re-reads the configuration file (and the original command line) and takes
+/// over what can change while running — mode, failsafe list, timeouts, intervals and
+/// the drop log; the caller then reloads every link's programs. The settings that need
+/// a restart keep their running values, with a warning; a configuration that cannot
+/// be used changes nothing.
+fn reload_settings(
+    args: &mut RunArgs,
+    drop_log: &mut Option<DropPump>,
+    enforcers: &mut [Enforcer],
+) -> Result<()> {
+    let new = match config::reload() {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("the configuration cannot be used; the running settings stay: {e:#}");
+            return Ok(());
+        }
+    };
+    let restart = config::restart_only_changes(args, &new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            "changed settings that take effect only on a restart, kept as they are: {}",
+            restart.join(", ")
+        );
+    }
+    if new.drop_log != args.drop_log {
+        if let Some(pump) = drop_log.as_mut() {
+            pump.finish(enforcers);
+        }
+        *drop_log = DropPump::new(&new.drop_log)?;
+        args.drop_log = new.drop_log.clone();
+    }
+    if new.mode != args.mode {
+        tracing::info!("mode: {} -> {}", mode_name(mode_of(args)), mode_name(mode_of(&new)));
+    }
+    if new.failsafe != args.failsafe {
+        tracing::info!("failsafe list: {} entries", new.failsafe.len());
+    }
+    args.mode = new.mode;
+    args.failsafe = new.failsafe;
+    args.timeouts = new.timeouts;
+    args.stats_interval = new.stats_interval;
+    args.poll_interval_ms = new.poll_interval_ms;
+    tracing::info!("configuration reloaded");
+    Ok(())
 }

@@ -4,13 +4,13 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::{Context, Result};
-use sgmirror_dataplane::{Attached, LoadOptions, LoadedProgram, Stats, TcAttachMode, XdpAttachMode, load};
+use sgmirror_dataplane::{Attached, LoadOptions, LoadedProgram, Stats, load};
 use sgmirror_policy::{
     compile::{CompiledInterface, MapImage},
     model::{Direction, InterfacePolicy},
 };
 
-use crate::{bindings::Binding, summary};
+use crate::{bindings::Binding, lifecycle::Placement, summary};
 
 /// A policy ready to be attached or swapped in: resolved, compiled and verified.
 pub struct Prepared {
@@ -33,6 +33,10 @@ pub struct Enforcer {
     pub binding: Binding,
     pub pin_dir: PathBuf,
     pub attached: Attached,
+    /// Why XDP runs in generic mode, when native was wanted but not possible.
+    pub fallback_reason: Option<String>,
+    /// Whether the links were adopted from an earlier agent.
+    pub adopted: bool,
     pub generation: u64,
     /// When the policy in force was applied.
     pub applied_at: std::time::SystemTime,
@@ -44,28 +48,32 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Attaches `prepared` to the binding's link.
-    pub fn attach(
+    /// The enforcer of `prepared`, placed on the binding's link as `placement` says;
+    /// `generation` is the number of the policy in force.
+    pub fn placed(
         binding: Binding,
         pin_dir: PathBuf,
-        mut prepared: Prepared,
-        xdp: XdpAttachMode,
-        tc: TcAttachMode,
-    ) -> Result<Enforcer> {
-        let attached = prepared
-            .program
-            .attach(&binding.link.name, xdp, tc)
-            .with_context(|| format!("attaching to {}", binding.link.name))?;
-        Ok(Enforcer {
+        prepared: Prepared,
+        placement: Placement,
+        generation: u64,
+    ) -> Enforcer {
+        Enforcer {
             binding,
             pin_dir,
-            attached,
-            generation: 1,
+            attached: placement.attached,
+            fallback_reason: placement.fallback_reason,
+            adopted: placement.adopted,
+            generation,
             applied_at: std::time::SystemTime::now(),
             current: prepared,
             past_hits: BTreeMap::new(),
             evicted_high_water: std::cell::Cell::new(0),
-        })
+        }
+    }
+
+    /// Whether the links are pinned (enforcement outlives this process).
+    pub fn pinned(&self) -> bool {
+        self.current.program.pinned_in().is_some()
     }
 
     /// The compiled policy in force.

@@ -5,25 +5,36 @@ mod args;
 mod bindings;
 mod bpffs;
 mod cmd_compile;
+mod cmd_detach;
 mod cmd_explain;
 mod cmd_lint;
 mod cmd_run;
+mod cmd_status;
+mod config;
 mod drop_pump;
 mod droplog;
 mod enforcer;
+mod lifecycle;
 mod links;
 mod metrics;
+mod notify;
 mod packet_arg;
+mod preflight;
+mod state;
 mod summary;
 mod trace;
+mod xdp_query;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::Context;
+
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let matches = args::Cli::command().get_matches();
+    let cli = args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging();
     if !matches!(cli.command, args::Command::Run(_)) {
         // The one-shot commands write results to stdout; when a reader such as `head`
@@ -34,10 +45,17 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let result = match cli.command {
-        args::Command::Run(a) => cmd_run::run(&a),
+        // The configuration file fills in what the command line did not give.
+        args::Command::Run(a) => matches
+            .subcommand_matches("run")
+            .context("internal: no matches for run")
+            .and_then(|m| config::resolve(&a, m))
+            .and_then(|a| cmd_run::run(&a)),
         args::Command::Compile(a) => cmd_compile::run(&a),
         args::Command::Explain(a) => cmd_explain::run(&a),
         args::Command::Lint(a) => cmd_lint::run(&a),
+        args::Command::Status(a) => cmd_status::run(&a),
+        args::Command::Detach(a) => cmd_detach::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -109,12 +109,14 @@ pub struct Attached {
 /// A program pair's attachment to one link.
 #[derive(Debug)]
 pub(crate) struct Attachment {
-    xdp: XdpLink,
-    tc: SchedClassifierLink,
-    ifname: String,
-    mode: Attached,
+    pub(crate) xdp: XdpLink,
+    pub(crate) tc: SchedClassifierLink,
+    pub(crate) ifname: String,
+    pub(crate) mode: Attached,
     /// The link's index when sgmirror created its clsact qdisc (deleted on detach).
-    created_clsact: Option<u32>,
+    pub(crate) created_clsact: Option<u32>,
+    /// The pin directory when both links are pinned (they then outlive the process).
+    pub(crate) pinned_in: Option<std::path::PathBuf>,
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -185,8 +187,14 @@ impl LoadedProgram {
             }
         };
         let mode = Attached { xdp: xdp_mode, tc };
-        self.attachment =
-            Some(Attachment { xdp: xdp_link, tc: tc_link, ifname: ifname.to_owned(), mode, created_clsact });
+        self.attachment = Some(Attachment {
+            xdp: xdp_link,
+            tc: tc_link,
+            ifname: ifname.to_owned(),
+            mode,
+            created_clsact,
+            pinned_in: None,
+        });
         tracing::info!(link = ifname, xdp = xdp_mode.as_str(), tc = tc.as_str(), "programs attached");
         Ok(mode)
     }
@@ -265,7 +273,7 @@ impl LoadedProgram {
         // Fail before touching the link if the new generation lacks a program.
         next.xdp_mut()?;
         next.tc_mut()?;
-        let Attachment { xdp, tc, ifname, mode, created_clsact } =
+        let Attachment { xdp, tc, ifname, mode, created_clsact, pinned_in } =
             self.attachment.take().ok_or(DataplaneError::NotAttached)?;
         let clsact_id = clsact_id(&tc);
         let tc = match move_tc(&mut next, tc) {
@@ -273,6 +281,7 @@ impl LoadedProgram {
             Err(source) => {
                 tracing::error!(link = %ifname, error = %error_chain(&source), "replacing the TC program failed; putting the previous one back");
                 self.restore(&ifname, mode, created_clsact, Some(xdp), None, clsact_id);
+                self.set_pinned(pinned_in);
                 return Err(DataplaneError::Replace { hook: TC_HOOK, link: ifname, source });
             }
         };
@@ -283,10 +292,12 @@ impl LoadedProgram {
                 // The TC hook runs `next` now: move it back to this generation.
                 let tc = move_tc(self, tc).ok();
                 self.restore(&ifname, mode, created_clsact, None, tc, clsact_id);
+                self.set_pinned(pinned_in);
                 return Err(DataplaneError::Replace { hook: XDP_HOOK, link: ifname, source });
             }
         };
-        next.attachment = Some(Attachment { xdp, tc, ifname: ifname.clone(), mode, created_clsact });
+        next.attachment =
+            Some(Attachment { xdp, tc, ifname: ifname.clone(), mode, created_clsact, pinned_in });
         let previous = std::mem::replace(self, next);
         tracing::info!(link = %ifname, "programs replaced");
         Ok(previous)
@@ -321,15 +332,31 @@ impl LoadedProgram {
             }).ok(),
         };
         if let (Some(xdp), Some(tc)) = (xdp, tc) {
-            self.attachment = Some(Attachment { xdp, tc, ifname: ifname.to_owned(), mode, created_clsact });
+            self.attachment = Some(Attachment {
+                xdp,
+                tc,
+                ifname: ifname.to_owned(),
+                mode,
+                created_clsact,
+                pinned_in: None,
+            });
+        }
+    }
+
+    fn set_pinned(&mut self, pinned_in: Option<std::path::PathBuf>) {
+        if let Some(a) = self.attachment.as_mut() {
+            a.pinned_in = pinned_in;
         }
     }
 
     /// Detaches both programs from their link (ingress first) and deletes the clsact
-    /// qdisc if it was created for them.
+    /// qdisc if it was created for them; pinned links are unpinned first.
     pub fn detach(mut self) -> Result<(), DataplaneError> {
-        let Attachment { xdp, tc, ifname, created_clsact, .. } =
+        let Attachment { xdp, tc, ifname, created_clsact, pinned_in, .. } =
             self.attachment.take().ok_or(DataplaneError::NotAttached)?;
+        if let Some(dir) = &pinned_in {
+            crate::pins::unpin_links(dir)?;
+        }
         let xdp_result = xdp.detach();
         let tc_result = tc.detach();
         let qdisc_result = match created_clsact {
@@ -353,13 +380,16 @@ fn clsact_id(link: &SchedClassifierLink) -> Option<(u16, TcHandle)> {
     Some((link.priority().ok()?, link.handle().ok()?))
 }
 
-fn move_xdp(to: &mut LoadedProgram, link: XdpLink) -> Result<XdpLink, ProgramError> {
+pub(crate) fn move_xdp(to: &mut LoadedProgram, link: XdpLink) -> Result<XdpLink, ProgramError> {
     let xdp = to.xdp_mut().map_err(|_| ProgramError::NotLoaded)?;
     let id = xdp.attach_to_link(link)?;
     xdp.take_link(id)
 }
 
-fn move_tc(to: &mut LoadedProgram, link: SchedClassifierLink) -> Result<SchedClassifierLink, ProgramError> {
+pub(crate) fn move_tc(
+    to: &mut LoadedProgram,
+    link: SchedClassifierLink,
+) -> Result<SchedClassifierLink, ProgramError> {
     let tc = to.tc_mut().map_err(|_| ProgramError::NotLoaded)?;
     let id = tc.attach_to_link(link)?;
     tc.take_link(id)
@@ -376,6 +406,7 @@ fn remove_clsact(ifname: &str, created: Option<u32>) {
 impl Drop for LoadedProgram {
     fn drop(&mut self) {
         // Dropping the links detaches them; a qdisc created for them goes with them.
+        // Pinned links stay attached: only the descriptors are closed.
         if let Some(attachment) = self.attachment.take() {
             let created = attachment.created_clsact;
             let ifname = attachment.ifname.clone();

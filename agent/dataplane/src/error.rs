@@ -26,6 +26,13 @@ pub enum DataplaneError {
         source: MapError,
     },
     /// The verifier rejected a program, or the kernel refused to load it.
+    #[error("filling the policy map `{map}`")]
+    Fill {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("loading the program `{program}` into the kernel (verifier)")]
     Verifier {
         /// The program's name.
@@ -108,10 +115,22 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// A link could not be pinned, or a pinned link could not be opened or adopted.
+    #[error("pinned link {path}: {what}")]
+    Pin {
+        /// The pin.
+        path: PathBuf,
+        /// What failed.
+        what: String,
+    },
 }
 
 impl DataplaneError {
     pub(crate) fn map(map: &'static str) -> impl FnOnce(MapError) -> Self {
         move |source| DataplaneError::Map { map, source }
+    }
+
+    pub(crate) fn fill(map: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| DataplaneError::Fill { map, source }
     }
 }

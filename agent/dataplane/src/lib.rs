@@ -16,11 +16,13 @@
 //! ```
 
 mod attach;
+mod batch;
 mod droplog;
 mod error;
 mod flowstats;
 pub mod frame;
 mod loader;
+mod pins;
 mod qdisc;
 pub use qdisc::has_clsact;
 mod stats;
@@ -33,6 +35,9 @@ pub use flowstats::FlowCounters;
 pub use frame::{FrameOptions, Layout};
 pub use loader::{
     DEFAULT_FLOW_CAPACITY, LoadOptions, LoadedProgram, Mode, SHARED_MAPS, VerifierReport, load,
+};
+pub use pins::{
+    PinnedLinks, TCX_LINK_PIN, XDP_LINK_PIN, has_pinned_links, pinned_links, pinned_stats, unpin_links,
 };
 pub use stats::{DIRECTION_NAMES, Stats, VERDICT_NAMES};
 pub use testrun::{KernelDecision, Observation, model_reason, tc_action, xdp_action};

@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        HashMap, MapData, PerCpuArray,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{HashMap, MapData, PerCpuArray, lpm_trie::Key},
     programs::{Program, SchedClassifier, Xdp},
 };
 use serde::Serialize;
@@ -29,7 +26,7 @@ use sgmirror_common::{
 use sgmirror_policy::compile::{CompiledInterface, MapImage};
 use sgmirror_policy::model::Direction;
 
-use crate::{DataplaneError, Stats, attach::Attachment, object};
+use crate::{DataplaneError, Stats, attach::Attachment, batch, object};
 
 /// What the programs do with packets the policy does not allow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -263,29 +260,34 @@ fn raise_memlock_limit() {
 }
 
 fn fill(ebpf: &mut Ebpf, maps: PolicyMaps, image: &MapImage) -> Result<(), DataplaneError> {
-    let map = ebpf.map_mut(maps.addr4).ok_or(DataplaneError::MissingMap(maps.addr4))?;
-    let mut addr4: LpmTrie<&mut MapData, [u8; 4], AddrValue> =
-        LpmTrie::try_from(map).map_err(DataplaneError::map(maps.addr4))?;
-    for (net, value) in &image.addr4 {
-        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        addr4.insert(&key, value, 0).map_err(DataplaneError::map(maps.addr4))?;
-    }
-    let map = ebpf.map_mut(maps.addr6).ok_or(DataplaneError::MissingMap(maps.addr6))?;
-    let mut addr6: LpmTrie<&mut MapData, [u8; 16], AddrValue> =
-        LpmTrie::try_from(map).map_err(DataplaneError::map(maps.addr6))?;
-    for (net, value) in &image.addr6 {
-        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        addr6.insert(&key, value, 0).map_err(DataplaneError::map(maps.addr6))?;
-    }
-    let map = ebpf.map_mut(maps.ports).ok_or(DataplaneError::MissingMap(maps.ports))?;
-    let mut ports: LpmTrie<&mut MapData, PortKey, PortValue> =
-        LpmTrie::try_from(map).map_err(DataplaneError::map(maps.ports))?;
-    for entry in &image.ports {
-        ports
-            .insert(&Key::new(entry.prefix_len, entry.key), entry.value, 0)
-            .map_err(DataplaneError::map(maps.ports))?;
-    }
+    let addr4: Vec<(Key<[u8; 4]>, AddrValue)> = image
+        .addr4
+        .iter()
+        .map(|(net, value)| (Key::new(u32::from(net.prefix_len()), net.network().octets()), *value))
+        .collect();
+    batch::insert_lpm(policy_trie(ebpf, maps.addr4)?, &addr4).map_err(DataplaneError::fill(maps.addr4))?;
+    let addr6: Vec<(Key<[u8; 16]>, AddrValue)> = image
+        .addr6
+        .iter()
+        .map(|(net, value)| (Key::new(u32::from(net.prefix_len()), net.network().octets()), *value))
+        .collect();
+    batch::insert_lpm(policy_trie(ebpf, maps.addr6)?, &addr6).map_err(DataplaneError::fill(maps.addr6))?;
+    let ports: Vec<(Key<PortKey>, PortValue)> =
+        image.ports.iter().map(|e| (Key::new(e.prefix_len, e.key), e.value)).collect();
+    batch::insert_lpm(policy_trie(ebpf, maps.ports)?, &ports).map_err(DataplaneError::fill(maps.ports))?;
     Ok(())
+}
+
+/// The LPM trie `name` of the object, checked to be one.
+fn policy_trie<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<BorrowedFd<'a>, DataplaneError> {
+    match ebpf.map(name) {
+        Some(aya::maps::Map::LpmTrie(data)) => Ok(data.fd().as_fd()),
+        Some(_) => Err(DataplaneError::Map {
+            map: name,
+            source: aya::maps::MapError::InvalidMapType { map_type: 0 },
+        }),
+        None => Err(DataplaneError::MissingMap(name)),
+    }
 }
 
 fn sum_counters(per_cpu: &[Counter]) -> Counter {

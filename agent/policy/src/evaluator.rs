@@ -9,14 +9,18 @@
 //! The steps run in the same order as in the kernel programs, because the order
 //! decides the *reason* a packet gets, and the reason is compared too:
 //!
-//! 1. the peer address is exempt (AWS service addresses) → allow, `exempt`;
-//! 2. a later fragment → allow, `fragment`, when its first fragment was allowed,
+//! 1. *stateful judging only* ([`judge_stateful`]), for a packet that is neither a
+//!    later fragment nor exempt by protocol: an ICMP error about a tracked flow →
+//!    allow, `tracked`; a packet of a tracked flow → allow, `tracked`, and the flow's
+//!    entry is updated (see [`flow_key`] and `flows.rs`). The kernel looks the flow
+//!    up first because that settles most packets with one hash lookup; flows are
+//!    never created for exempt traffic, so only the reason of an exempt peer's packet
+//!    on a flow created before its address became exempt depends on this;
+//! 2. the peer address is exempt (AWS service addresses) → allow, `exempt`;
+//! 3. a later fragment → allow, `fragment`, when its first fragment was allowed,
 //!    otherwise drop, `fragment`;
-//! 3. the packet is exempt by protocol (neighbour discovery, MLD, DHCP) → allow,
+//! 4. the packet is exempt by protocol (neighbour discovery, MLD, DHCP) → allow,
 //!    `exempt`;
-//! 4. *stateful judging only* ([`judge_stateful`]): an ICMP error about a tracked
-//!    flow → allow, `tracked`; a packet of a tracked flow → allow, `tracked`, and the
-//!    flow's entry is updated (see [`flow_key`] and `flows.rs`);
 //! 5. the rules: allow, `rule`, with every allowing rule listed — and, when judging
 //!    statefully, a new flow entry unless the flow is untracked (see [`is_untracked`]);
 //!    otherwise drop, `no-rule`.
@@ -152,6 +156,13 @@ fn decide(
 ) -> Decision {
     let p = &packet.packet;
     let now = flows.as_ref().map(|f| f.now);
+    let flow_candidate = !matches!(p.fragment, Fragment::Later(_)) && !exempt::is_protocol_exempt(p);
+    if flow_candidate
+        && let Some(flows) = flows.as_deref_mut()
+        && flows.admit(&policy.timeouts, direction, packet)
+    {
+        return answer(Verdict::Allow, Reason::Tracked, Vec::new());
+    }
     if policy.exempt.contains(&p.peer(direction)) {
         return answer(Verdict::Allow, Reason::Exempt, Vec::new());
     }
@@ -165,11 +176,6 @@ fn decide(
     }
     if exempt::is_protocol_exempt(p) {
         return answer(Verdict::Allow, Reason::Exempt, Vec::new());
-    }
-    if let Some(flows) = flows.as_deref_mut()
-        && flows.admit(&policy.timeouts, direction, packet)
-    {
-        return answer(Verdict::Allow, Reason::Tracked, Vec::new());
     }
     let rules = allowing_rules(policy, direction, p);
     if rules.is_empty() {

@@ -8,6 +8,7 @@
 pub mod compile;
 pub mod evaluator;
 pub mod exempt;
+pub mod failsafe;
 pub mod lint;
 pub mod model;
 pub mod resolve;

@@ -2,15 +2,20 @@
 //! inbound packet and the destination of an outbound one. The order is the one the
 //! reference evaluator uses (`judge_stateful`), because the order decides the reason:
 //!
-//! 1. headers that cannot be parsed → drop, `malformed`; 2. exempt peer → allow;
-//! 3. later fragment → allowed when its first fragment was; then a transport header
-//! cut short → drop, `malformed`; 4. exempt protocol → allow; 5. an ICMP error about
-//! a live flow → allow, `tracked` (nothing refreshed); 6. a packet of a live flow →
-//! allow, `tracked` (the entry is refreshed); 7. the rules of the direction → allow,
-//! creating a flow unless the packet is an ICMP error, its flow is untracked or it
-//! is a response of an untracked flow; or drop; 8. an allowed first fragment is
-//! remembered. Audit mode passes what would be dropped (in `settle`); such a packet
-//! was not allowed, so it creates nothing.
+//! 0. headers that cannot be parsed → drop, `malformed`. Then, for a packet that is
+//! not a later fragment, has a complete transport header and is not exempt by
+//! protocol: 1. an ICMP error about a live flow → allow, `tracked` (nothing
+//! refreshed); 2. a packet of a live flow → allow, `tracked` (the entry is
+//! refreshed). The flow table comes first because most packets belong to a flow, and
+//! then one hash lookup decides; flows are never created for exempt traffic, so this
+//! only changes the reason of an exempt peer's packet on a flow created before its
+//! address became exempt. Then, for every packet: 3. exempt peer → allow; 4. later
+//! fragment → allowed when its first fragment was; then a transport header cut short
+//! → drop, `malformed`; 5. exempt protocol → allow; 6. the rules of the direction →
+//! allow, creating a flow unless the packet is an ICMP error, its flow is untracked
+//! or it is a response of an untracked flow; or drop; 7. an allowed first fragment
+//! is remembered. Audit mode passes what would be dropped (in `settle`); such a
+//! packet was not allowed, so it creates nothing.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sgmirror_common::{
@@ -195,17 +200,20 @@ pub fn judge(f: &Frame, dir: u32, p: &mut Parsed) -> Judgement {
     p.launder();
     let p = &*p;
     let peer = if dir == direction::INGRESS { p.addrs[0] } else { p.addrs[1] };
-    let addr = lookup_addr(p.family, &peer, dir);
-    let j = if addr.exempt {
-        Judgement::new(true, reason::EXEMPT)
-    } else if p.frag == FRAG_LATER {
-        return Judgement::new(later_fragment_allowed(p, dir), reason::FRAGMENT);
-    } else if !p.l4_ok {
-        return Judgement::new(false, reason::MALFORMED);
-    } else if protocol_exempt(p) {
-        Judgement::new(true, reason::EXEMPT)
+    let j = if p.frag != FRAG_LATER && p.l4_ok && !protocol_exempt(p) {
+        flow_then_rules(p, &peer, dir)
     } else {
-        stateful(p, &peer, addr, dir)
+        let addr = lookup_addr(p.family, &peer, dir);
+        if addr.exempt {
+            Judgement::new(true, reason::EXEMPT)
+        } else if p.frag == FRAG_LATER {
+            return Judgement::new(later_fragment_allowed(p, dir), reason::FRAGMENT);
+        } else if !p.l4_ok {
+            return Judgement::new(false, reason::MALFORMED);
+        } else {
+            // What is left: exempt by protocol.
+            Judgement::new(true, reason::EXEMPT)
+        }
     };
     if j.allowed && p.frag == FRAG_FIRST {
         remember_first_fragment(p, dir);
@@ -213,9 +221,12 @@ pub fn judge(f: &Frame, dir: u32, p: &mut Parsed) -> Judgement {
     j
 }
 
-/// Steps 5–7: the flow table, then the rules.
+/// Steps 1, 2 and 6 for a packet with a complete transport header that is not
+/// exempt by protocol: the flow table first, so that a packet of a live flow (the
+/// common case) costs one hash lookup and no address lookup; then the exempt peer;
+/// then the rules.
 #[inline(always)]
-fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> Judgement {
+fn flow_then_rules(p: &Parsed, peer: &[u8; 16], dir: u32) -> Judgement {
     if p.quote_ok && flow::is_related(p, dir) {
         return Judgement::new(true, reason::TRACKED);
     }
@@ -223,6 +234,10 @@ fn stateful(p: &Parsed, peer: &[u8; 16], addr: AddrHit, dir: u32) -> Judgement {
     let found = flow::refresh(&key, dir, p.tcp_flags);
     if found == flow::LIVE {
         return Judgement::new(true, reason::TRACKED);
+    }
+    let addr = lookup_addr(p.family, peer, dir);
+    if addr.exempt {
+        return Judgement::new(true, reason::EXEMPT);
     }
     if !addr.found {
         return Judgement::new(false, reason::NO_RULE);

@@ -5,6 +5,9 @@
 //! - `ref_lpm`: the least a prefix filter can do — parse Ethernet and IPv4/IPv6, look
 //!   the source address up once in an LPM trie holding the policy's prefixes, count,
 //!   drop on a hit and pass on a miss;
+//! - `ref_lpm_flow`: the least a *stateful* filter can do — the same parse and LPM
+//!   lookup, then one lookup of the packet's 5-tuple in a flow table keyed like
+//!   sgmirror's (40 bytes); a flow hit passes, otherwise as `ref_lpm`;
 //! - `ref_pass`: returns `XDP_PASS` (the receiver with XDP attached but no filter);
 //! - `gen_tx`: returns `XDP_TX`, which `BPF_PROG_TEST_RUN` in live-frames mode turns
 //!   into a transmission out of the context's ingress device. When `GEN_MASK` is not 0
@@ -18,7 +21,7 @@ use aya_ebpf::{
     Global,
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 
@@ -31,9 +34,14 @@ static REF4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(1, 0);
 #[map]
 static REF6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
 
-/// `ref_lpm`'s packets by outcome: [`HIT`], [`MISS`], [`NON_IP`].
+/// `ref_lpm_flow`'s flow table: the 40-byte key of [`flow_key`], any value.
 #[map]
-static REF_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+static REF_FLOWS: LruHashMap<[u8; 40], u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// `ref_lpm`'s and `ref_lpm_flow`'s packets by outcome: [`HIT`], [`MISS`], [`NON_IP`],
+/// [`FLOW_HIT`].
+#[map]
+static REF_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
 
 /// Source addresses for `gen_tx`: bytes 0..4 the IPv4 address, 4..6 the IPv4 header
 /// checksum of the generator's frame with that source. Indexed by the counter masked
@@ -52,6 +60,7 @@ static GEN_MASK: Global<u32> = Global::new(0);
 const HIT: u32 = 0;
 const MISS: u32 = 1;
 const NON_IP: u32 = 2;
+const FLOW_HIT: u32 = 3;
 
 const ETH_HLEN: usize = 14;
 const IPV4_SRC: usize = ETH_HLEN + 12;
@@ -102,6 +111,84 @@ pub fn ref_lpm(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
+    if hit {
+        count(HIT);
+        xdp_action::XDP_DROP
+    } else {
+        count(MISS);
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The flow key of an IPv4 or IPv6 packet without options or extension headers:
+/// source and destination address (16 bytes each, IPv4 in the first 4), source and
+/// destination port (0 for other protocols), protocol, family, 2 bytes of padding.
+#[inline(always)]
+fn flow_key(start: usize, end: usize, v6: bool) -> Option<[u8; 40]> {
+    let mut key = [0u8; 40];
+    let (proto, l4) = if v6 {
+        if start + ETH_HLEN + 40 > end {
+            return None;
+        }
+        // SAFETY: the 40-byte IPv6 header is inside the packet (checked above).
+        unsafe {
+            key[0..16].copy_from_slice(&*((start + IPV6_SRC) as *const [u8; 16]));
+            key[16..32].copy_from_slice(&*((start + IPV6_SRC + 16) as *const [u8; 16]));
+            (*((start + ETH_HLEN + 6) as *const u8), ETH_HLEN + 40)
+        }
+    } else {
+        if start + ETH_HLEN + 20 > end {
+            return None;
+        }
+        // SAFETY: the 20-byte IPv4 header is inside the packet (checked above).
+        unsafe {
+            key[0..4].copy_from_slice(&*((start + IPV4_SRC) as *const [u8; 4]));
+            key[16..20].copy_from_slice(&*((start + IPV4_SRC + 4) as *const [u8; 4]));
+            (*((start + ETH_HLEN + 9) as *const u8), ETH_HLEN + 20)
+        }
+    };
+    if (proto == 6 || proto == 17) && start + l4 + 4 <= end {
+        // SAFETY: the 4 port bytes are inside the packet (checked above).
+        let ports = unsafe { *((start + l4) as *const [u8; 4]) };
+        key[32..36].copy_from_slice(&ports);
+    }
+    key[36] = proto;
+    key[37] = if v6 { 6 } else { 4 };
+    Some(key)
+}
+
+#[xdp]
+pub fn ref_lpm_flow(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + ETH_HLEN > end {
+        count(NON_IP);
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: the 14 bytes of the Ethernet header are inside the packet (checked above).
+    let ethertype = unsafe { *((start + 12) as *const [u8; 2]) };
+    let (hit, v6) = match ethertype {
+        [0x08, 0x00] if start + IPV4_SRC + 4 <= end => {
+            // SAFETY: the 4 bytes at IPV4_SRC are inside the packet (checked above).
+            let src = unsafe { *((start + IPV4_SRC) as *const [u8; 4]) };
+            (REF4.get(Key::new(32, src)).is_some(), false)
+        }
+        [0x86, 0xdd] if start + IPV6_SRC + 16 <= end => {
+            // SAFETY: the 16 bytes at IPV6_SRC are inside the packet (checked above).
+            let src = unsafe { *((start + IPV6_SRC) as *const [u8; 16]) };
+            (REF6.get(Key::new(128, src)).is_some(), true)
+        }
+        _ => {
+            count(NON_IP);
+            return xdp_action::XDP_PASS;
+        }
+    };
+    if let Some(key) = flow_key(start, end, v6)
+        && REF_FLOWS.get_ptr(&key).is_some()
+    {
+        count(FLOW_HIT);
+        return xdp_action::XDP_PASS;
+    }
     if hit {
         count(HIT);
         xdp_action::XDP_DROP

@@ -41,6 +41,11 @@ impl<'a> Node<'a> {
         Node { value, path: "$".to_owned() }
     }
 
+    /// A value read on its own (see [`super::sections`]) that lives at `path`.
+    pub(crate) fn at(value: &'a Value, path: String) -> Self {
+        Node { value, path }
+    }
+
     /// The JSON path of this value.
     pub(crate) fn path(&self) -> &str {
         &self.path

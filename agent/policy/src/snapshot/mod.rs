@@ -25,11 +25,10 @@ mod net;
 mod network;
 mod protocol;
 mod rules;
+mod sections;
 mod types;
 
 use std::path::Path;
-
-use serde_json::Value;
 
 pub use error::SnapshotError;
 use json::Node;
@@ -64,8 +63,8 @@ pub struct Snapshot {
 
 /// Parses and validates a snapshot document.
 pub fn parse(json: &str) -> Result<Snapshot, SnapshotError> {
-    let value: Value = serde_json::from_str(json).map_err(|e| invalid_json(&e))?;
-    let root = Node::root(&value).object()?;
+    let sections = sections::Sections::split(json)?;
+    let root = Node::root(&sections.root).object()?;
 
     let interface_nodes = root.require("NetworkInterfaces")?.array()?;
     if interface_nodes.is_empty() {
@@ -87,7 +86,7 @@ pub fn parse(json: &str) -> Result<Snapshot, SnapshotError> {
         rules::parse(rule_nodes.as_deref().unwrap_or_default(), group_nodes.as_deref().unwrap_or_default())?;
     let mut warnings = parsed.warnings;
     let interfaces = interfaces::parse(&interface_nodes)?;
-    let prefix_lists = network::prefix_lists(&root.opt_array("PrefixLists")?, &mut warnings)?;
+    let prefix_lists = network::prefix_lists(sections.streamed("PrefixLists"), &mut warnings)?;
     let vpcs = network::vpcs(&root.opt_array("Vpcs")?, &mut warnings)?;
     let subnets = network::subnets(&root.opt_array("Subnets")?, &mut warnings)?;
 
@@ -214,7 +213,7 @@ mod tests {
                 ("eni-b".to_owned(), "0a:00:00:00:00:02".to_owned())
             ]
         );
-        let mut doc: Value = serde_json::from_str(MINIMAL).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
         doc.as_object_mut().unwrap().remove("InstanceId");
         let snap = parse(&doc.to_string()).unwrap();
         assert_eq!(snap.own_interface_ids(), ["eni-a", "eni-b", "eni-c"]);

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::value::RawValue;
+
 use ipnet::IpNet;
 
 use super::error::SnapshotError;
@@ -30,68 +32,74 @@ fn unique(
 /// Reads `PrefixLists`: the `describe-managed-prefix-lists` object plus its `Entries`
 /// from `get-managed-prefix-list-entries`.
 pub(crate) fn prefix_lists(
-    nodes: &[Node<'_>],
+    lists: Option<&RawValue>,
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<PrefixList>, SnapshotError> {
     let mut seen = BTreeMap::new();
-    let mut out = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        let obj = node.object()?;
-        let id = obj.string("PrefixListId")?;
-        unique(&mut seen, id, node, "PrefixListId", "prefix list")?;
-        let address_family = match obj.opt_string("AddressFamily")? {
-            None => None,
-            Some(f) if f.eq_ignore_ascii_case("ipv4") => Some(AddressFamily::Ipv4),
-            Some(f) if f.eq_ignore_ascii_case("ipv6") => Some(AddressFamily::Ipv6),
-            Some(f) => {
-                return Err(obj.error_at(
-                    "AddressFamily",
-                    format!("unknown address family {f:?}: expected IPv4 or IPv6"),
-                ));
-            }
-        };
-        let entry_nodes = obj.require("Entries").map_err(|_| {
-            obj.error_at(
-                "Entries",
-                "missing: add the list's entries (aws ec2 get-managed-prefix-list-entries)",
-            )
-        })?;
-        let mut entries = Vec::new();
-        for entry in entry_nodes.array()? {
-            let e = entry.object()?;
-            let cidr_node = e.require("Cidr")?;
-            let cidr = net::cidr(&cidr_node, None, "")?;
-            let family = match cidr.net {
-                IpNet::V4(_) => AddressFamily::Ipv4,
-                IpNet::V6(_) => AddressFamily::Ipv6,
-            };
-            if let Some(want) = address_family
-                && want != family
-            {
-                return Err(cidr_node.error(format!(
-                    "{} is an {} CIDR block but the prefix list's AddressFamily is {}",
-                    cidr.written,
-                    family.as_str(),
-                    want.as_str()
-                )));
-            }
-            warnings.extend(cidr.warning);
-            entries.push(PrefixListEntry {
-                written: cidr.written,
-                cidr: cidr.net,
-                description: e.opt_string("Description")?.map(str::to_owned),
-            });
+    let mut out = Vec::new();
+    super::sections::for_each_element(lists, "$.PrefixLists", |node| {
+        out.push(prefix_list(&node, &mut seen, warnings)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One element of `PrefixLists`.
+fn prefix_list(
+    node: &Node<'_>,
+    seen: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> Result<PrefixList, SnapshotError> {
+    let obj = node.object()?;
+    let id = obj.string("PrefixListId")?;
+    unique(seen, id, node, "PrefixListId", "prefix list")?;
+    let address_family = match obj.opt_string("AddressFamily")? {
+        None => None,
+        Some(f) if f.eq_ignore_ascii_case("ipv4") => Some(AddressFamily::Ipv4),
+        Some(f) if f.eq_ignore_ascii_case("ipv6") => Some(AddressFamily::Ipv6),
+        Some(f) => {
+            return Err(
+                obj.error_at("AddressFamily", format!("unknown address family {f:?}: expected IPv4 or IPv6"))
+            );
         }
-        out.push(PrefixList {
-            id: id.to_owned(),
-            name: obj.opt_string("PrefixListName")?.map(str::to_owned),
-            address_family,
-            version: obj.opt_integer("Version")?,
-            entries,
-            path: node.path().to_owned(),
+    };
+    let entry_nodes = obj.require("Entries").map_err(|_| {
+        obj.error_at("Entries", "missing: add the list's entries (aws ec2 get-managed-prefix-list-entries)")
+    })?;
+    let mut entries = Vec::new();
+    for entry in entry_nodes.array()? {
+        let e = entry.object()?;
+        let cidr_node = e.require("Cidr")?;
+        let cidr = net::cidr(&cidr_node, None, "")?;
+        let family = match cidr.net {
+            IpNet::V4(_) => AddressFamily::Ipv4,
+            IpNet::V6(_) => AddressFamily::Ipv6,
+        };
+        if let Some(want) = address_family
+            && want != family
+        {
+            return Err(cidr_node.error(format!(
+                "{} is an {} CIDR block but the prefix list's AddressFamily is {}",
+                cidr.written,
+                family.as_str(),
+                want.as_str()
+            )));
+        }
+        warnings.extend(cidr.warning);
+        entries.push(PrefixListEntry {
+            written: cidr.written,
+            cidr: cidr.net,
+            description: e.opt_string("Description")?.map(str::to_owned),
         });
     }
-    Ok(out)
+    Ok(PrefixList {
+        id: id.to_owned(),
+        name: obj.opt_string("PrefixListName")?.map(str::to_owned),
+        address_family,
+        version: obj.opt_integer("Version")?,
+        entries,
+        path: node.path().to_owned(),
+    })
 }
 
 /// Reads `Vpcs` (`describe-vpcs`).
