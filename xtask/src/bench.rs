@@ -42,9 +42,12 @@ pub fn run(smoke: bool, extra: &[String]) -> Result<()> {
     let ready = setup::ensure()?;
     let root = util::repo_root();
     let mut build = Command::new(util::cargo());
+    // The agent is built without the AWS source (`--no-default-features`): the
+    // benchmarks never use it, and aws-sdk-ec2 alone takes ~18 minutes in release.
     ready.apply(build.current_dir(&root)).args([
         "build",
         "--release",
+        "--no-default-features",
         "-p",
         "sgmirror-bench",
         "-p",

@@ -47,7 +47,7 @@ pub enum Command {
     /// pass). SIGHUP re-reads the file and refreshes the policy. Under systemd
     /// (NOTIFY_SOCKET) the agent reports readiness once every link is enforced, pings
     /// the watchdog (WATCHDOG_USEC) and reports reloads and the stop.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Resolve and compile a snapshot without touching the kernel, and report per
     /// interface: rules, prefixes per family, permission classes, map sizes, warnings.
     Compile(CompileArgs),
@@ -83,6 +83,42 @@ pub enum Command {
     /// status is 0 with or without findings, 2 with --fail-on when a finding at or
     /// above that severity exists, and 1 for errors (a bad snapshot or hits file).
     Lint(LintArgs),
+    /// Fetch this instance's policy from AWS and write it as a snapshot document.
+    ///
+    /// Reads the instance and its ENIs from IMDS (IMDSv2), then the EC2 API:
+    /// DescribeNetworkInterfaces (own ENIs, and the members of every referenced group),
+    /// DescribeSecurityGroupRules (the own groups), DescribeManagedPrefixLists and
+    /// GetManagedPrefixListEntries. The document is what `run --snapshot` reads, with
+    /// keys in a fixed order and arrays sorted by id, so two snapshots diff cleanly.
+    /// Needs no local link. On failure nothing is written and the error names the call.
+    Snapshot(SnapshotCmdArgs),
+}
+
+/// Where the AWS source reaches AWS. Unset: the standard settings (AWS_REGION, the
+/// shared config file, AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL,
+/// AWS_EC2_METADATA_SERVICE_ENDPOINT), the Region from IMDS last.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct AwsArgs {
+    /// AWS Region (default: AWS_REGION, the shared config, then IMDS).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// EC2 API endpoint URL (default: AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL, the
+    /// shared config, then the Region's endpoint).
+    #[arg(long, value_name = "URL")]
+    pub ec2_endpoint: Option<String>,
+    /// IMDS endpoint URL (default: AWS_EC2_METADATA_SERVICE_ENDPOINT, the shared
+    /// config, then http://169.254.169.254).
+    #[arg(long, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotCmdArgs {
+    /// Write the document to FILE (replaced atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -195,6 +231,17 @@ pub struct RunArgs {
     /// link is refused with the program's id and name.
     #[arg(long)]
     pub replace_foreign_xdp: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// With --source aws: read the ENI list and each ENI's groups and addresses from
+    /// IMDS every MS milliseconds (free, local); a change triggers an API refresh.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub imds_interval_ms: u64,
+    /// With --source aws: refresh from the EC2 API every MS milliseconds even without
+    /// a local change (jittered by ±10 %), to see rule, membership and prefix-list
+    /// changes.
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    pub refresh_interval_ms: u64,
     /// The failsafe list: peers that always pass, from the configuration file's
     /// `[[failsafe]]` entries only (empty by default).
     #[arg(skip)]

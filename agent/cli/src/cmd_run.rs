@@ -1,5 +1,7 @@
 //! `sgmirror run`: enforce a snapshot on local links until told to stop, swapping in
-//! the new policy whenever the snapshot file changes.
+//! the new policy whenever the source's changes: the snapshot file, or with
+//! `--source aws` IMDS and the EC2 API (`source_aws.rs`), which also attach to ENIs
+//! attached while running and detach from those detached.
 //!
 //! Everything that can fail on bad input (parsing, resolving, compiling, loading
 //! through the verifier) happens for every interface before the first attach, so a
@@ -121,13 +123,14 @@ pub fn run(initial: &RunArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .context("installing the SIGHUP handler")?;
 
-    let snapshot_path = args.snapshot.clone().context("no snapshot file given (--snapshot)")?;
-    let path = snapshot_path.as_path();
-    let mut fingerprint = file_fingerprint(path);
-    // No usable policy at start: attach nothing and exit non-zero (the error says why);
+    let mut source = PolicySource::new(args)?;
+    // No usable policy at start: the file source attaches nothing and exits non-zero
+    // (the error says why); the AWS source keeps retrying, loudly. Either way,
     // enforcement an earlier agent pinned stays in force untouched.
-    let snap = load_snapshot(path).inspect_err(no_policy)?;
-    let chosen = bindings::choose(&snap, &args.bind).inspect_err(no_policy)?;
+    let Some((snap, chosen)) = source.first(args, &stop, &mut notifier)? else {
+        tracing::info!("stopped before any policy arrived; nothing attached");
+        return Ok(());
+    };
     let _lock = state::lock(&args.state_dir)?;
     bpffs::prepare(&args.pin_root)?;
     lifecycle::remove_stale(&args.pin_root)?;
@@ -175,6 +178,13 @@ pub fn run(initial: &RunArgs) -> Result<()> {
         );
     }
     let mut health = SourceHealth { last_success: SystemTime::now(), errors: BTreeMap::new() };
+    let mut last_good = snap;
+    if source.is_aws() {
+        for e in &enforcers {
+            tracing::info!("aws: attached link={} eni={}", e.binding.link.name, e.binding.interface_id);
+        }
+        tracing::info!(links = enforcers.len(), "aws: policy applied generation=1");
+    }
     if let Err(e) = state::write_pid(&args.state_dir) {
         tracing::warn!("{e:#}; `sgmirror status` will not know the agent runs");
     }
@@ -204,11 +214,10 @@ pub fn run(initial: &RunArgs) -> Result<()> {
     };
     let mut drop_log = DropPump::new(&args.drop_log)?;
 
-    let mut last_poll = Instant::now();
+    let mut generation = 1u64;
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         notifier.watchdog();
-        let poll = Duration::from_millis(args.poll_interval_ms.max(50));
         // Waiting for a scrape is the loop's sleep: scrapes are answered at once, and
         // counters are read from the kernel at scrape time.
         if let Ok(request) = scrapes.recv_timeout(Duration::from_millis(50)) {
@@ -223,19 +232,8 @@ pub fn run(initial: &RunArgs) -> Result<()> {
             notifier.reloading();
             reload_settings(args, &mut drop_log, &mut enforcers)?;
         }
-        if hup || last_poll.elapsed() >= poll {
-            last_poll = Instant::now();
-            let now = file_fingerprint(path);
-            if hup || now != fingerprint {
-                fingerprint = now;
-                // After SIGHUP every link's programs are reloaded: the mode, the
-                // failsafe list or the timeouts may have changed.
-                refresh(path, &mut enforcers, args, &mut health, hup);
-            } else if now.is_some() {
-                health.last_success = SystemTime::now();
-            } else {
-                *health.errors.entry("read").or_default() += 1;
-            }
+        let ctx = Turn { args, health: &mut health, pin_dirs: &mut pin_dirs, generation: &mut generation };
+        if source.turn(hup, &mut enforcers, &mut last_good, ctx) {
             write_records(&enforcers, args, &health);
         }
         if hup {
@@ -337,26 +335,23 @@ fn load_policy(
     enforcer::prepare(policy, compiled, &opts)
 }
 
-/// Re-reads the snapshot and swaps in every policy that changed. Any failure leaves
-/// the affected link's last good policy enforced, and says so.
-/// With `force`, every link's programs are reloaded even if its policy is unchanged.
-fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut SourceHealth, force: bool) {
-    let snap = match load_snapshot(path) {
-        Ok(snap) => snap,
-        Err(e) => {
-            *health.errors.entry("snapshot").or_default() += 1;
-            tracing::error!(
-                "the snapshot changed but cannot be used; the last good policy stays enforced: {e:#}"
-            );
-            return;
-        }
-    };
+/// Swaps in every link's policy from `snap` that changed, and returns how many links
+/// got a new one. Any failure leaves the affected link's last good policy enforced,
+/// and says so. With `force`, every link's programs are reloaded even if its policy
+/// is unchanged.
+fn apply(
+    snap: &Snapshot,
+    enforcers: &mut [Enforcer],
+    args: &RunArgs,
+    health: &mut SourceHealth,
+    force: bool,
+) -> usize {
     let mut failed = false;
+    let mut applied = 0;
     for e in enforcers.iter_mut() {
         let link = e.binding.link.name.clone();
         let result = (|| -> Result<bool> {
-            let (policy, compiled, warnings) =
-                compile_policy(&snap, &e.binding.interface_id, &args.failsafe)?;
+            let (policy, compiled, warnings) = compile_policy(snap, &e.binding.interface_id, &args.failsafe)?;
             if !force && &compiled == e.compiled() && policy.timeouts == e.policy().timeouts {
                 return Ok(false);
             }
@@ -366,6 +361,7 @@ fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut
         })();
         match result {
             Ok(true) => {
+                applied += 1;
                 tracing::info!(%link, generation = e.generation, "applied policy generation {}", e.generation)
             }
             Ok(false) => tracing::info!(%link, "the snapshot changed, this link's policy did not"),
@@ -380,6 +376,7 @@ fn refresh(path: &Path, enforcers: &mut [Enforcer], args: &RunArgs, health: &mut
     } else {
         health.last_success = SystemTime::now();
     }
+    applied
 }
 
 /// How the policy source is doing, for the metrics.
@@ -387,7 +384,8 @@ struct SourceHealth {
     /// Last time the source was read and everything in it applied (or unchanged).
     last_success: SystemTime,
     /// Failures by kind: `read` (file gone), `snapshot` (does not parse),
-    /// `policy` (resolving, compiling or swapping failed for a link).
+    /// `policy` (resolving, compiling or swapping failed for a link), and for the AWS
+    /// source `imds` and `api` (a call failed), `links` (attaching to a new ENI failed).
     errors: BTreeMap<&'static str, u64>,
 }
 
@@ -560,6 +558,297 @@ fn reload_settings(
     args.timeouts = new.timeouts;
     args.stats_interval = new.stats_interval;
     args.poll_interval_ms = new.poll_interval_ms;
+    args.imds_interval_ms = new.imds_interval_ms;
+    args.refresh_interval_ms = new.refresh_interval_ms;
     tracing::info!("configuration reloaded");
     Ok(())
+}
+
+/// Where the policy comes from, and when to look again: the shared loop calls
+/// [`PolicySource::turn`] every turn; compiling, swapping, attaching, status and metrics
+/// are the same for both sources.
+enum PolicySource {
+    /// A snapshot file, polled by fingerprint every `poll_interval_ms`.
+    File { path: PathBuf, fingerprint: Option<(SystemTime, u64)>, last_poll: Instant },
+    /// IMDS + the EC2 API.
+    #[cfg(feature = "aws")]
+    Aws(Box<crate::source_aws::AwsPolicySource>),
+}
+
+/// What a turn may change besides the links.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+struct Turn<'a> {
+    args: &'a RunArgs,
+    health: &'a mut SourceHealth,
+    pin_dirs: &'a mut PinDirs,
+    /// Policies applied by this agent (the AWS source's `generation=N`).
+    generation: &'a mut u64,
+}
+
+impl PolicySource {
+    fn new(args: &RunArgs) -> Result<Self> {
+        match args.source {
+            crate::args::SourceArg::File => {
+                let path = args.snapshot.clone().context("no snapshot file given (--snapshot)")?;
+                Ok(PolicySource::File {
+                    fingerprint: file_fingerprint(&path),
+                    path,
+                    last_poll: Instant::now(),
+                })
+            }
+            #[cfg(feature = "aws")]
+            crate::args::SourceArg::Aws => {
+                Ok(PolicySource::Aws(Box::new(crate::source_aws::AwsPolicySource::new(args)?)))
+            }
+            #[cfg(not(feature = "aws"))]
+            crate::args::SourceArg::Aws => {
+                anyhow::bail!(
+                    "source `aws` is not built into this sgmirror (built without the `aws` cargo feature)"
+                )
+            }
+        }
+    }
+
+    fn is_aws(&self) -> bool {
+        !matches!(self, PolicySource::File { .. })
+    }
+
+    /// The first policy and the links it binds. The file source fails at once; the AWS
+    /// source retries (with backoff, each failure logged) until a policy that binds at
+    /// least one local link arrives, or until stopped (`None`).
+    #[cfg_attr(not(feature = "aws"), allow(unused_variables))]
+    fn first(
+        &mut self,
+        args: &RunArgs,
+        stop: &AtomicBool,
+        notifier: &mut Notifier,
+    ) -> Result<Option<(Snapshot, Vec<Binding>)>> {
+        match self {
+            PolicySource::File { path, .. } => {
+                let snap = load_snapshot(path).inspect_err(no_policy)?;
+                let chosen = bindings::choose(&snap, &args.bind).inspect_err(no_policy)?;
+                Ok(Some((snap, chosen)))
+            }
+            #[cfg(feature = "aws")]
+            PolicySource::Aws(aws) => {
+                use crate::source_aws::Outcome;
+                let mut said = false;
+                while !stop.load(Ordering::Relaxed) {
+                    notifier.watchdog();
+                    match aws.poll() {
+                        Outcome::Changed(snap) => match bindings::choose(&snap, &args.bind) {
+                            Ok(chosen) => return Ok(Some((*snap, chosen))),
+                            Err(e) => {
+                                tracing::error!(
+                                    "aws: no usable policy yet, attaching nothing (the cloud security groups still \
+                                     protect): {e:#}"
+                                );
+                                aws.retry_later();
+                            }
+                        },
+                        Outcome::Failed { .. } if !said => {
+                            said = true;
+                            tracing::error!(
+                                "aws: no policy yet: attaching nothing until the first fetch succeeds (the cloud \
+                                 security groups still protect; enforcement pinned earlier stays as it was)"
+                            );
+                        }
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// One turn of the main loop: looks at the source when due and applies what
+    /// changed. Returns whether it looked (so the status records are rewritten).
+    /// After SIGHUP (`hup`) every link's programs are reloaded from the last good
+    /// policy: the mode, the failsafe list or the timeouts may have changed.
+    #[cfg_attr(not(feature = "aws"), allow(clippy::ptr_arg))]
+    fn turn(
+        &mut self,
+        hup: bool,
+        enforcers: &mut Vec<Enforcer>,
+        last_good: &mut Snapshot,
+        t: Turn<'_>,
+    ) -> bool {
+        match self {
+            PolicySource::File { path, fingerprint, last_poll } => {
+                let poll = Duration::from_millis(t.args.poll_interval_ms.max(50));
+                if !hup && last_poll.elapsed() < poll {
+                    return false;
+                }
+                *last_poll = Instant::now();
+                let now = file_fingerprint(path);
+                if hup || now != *fingerprint {
+                    *fingerprint = now;
+                    match load_snapshot(path) {
+                        Ok(snap) => {
+                            apply(&snap, enforcers, t.args, t.health, hup);
+                            *last_good = snap;
+                        }
+                        Err(e) => {
+                            *t.health.errors.entry("snapshot").or_default() += 1;
+                            tracing::error!(
+                                "the snapshot changed but cannot be used; the last good policy stays enforced: {e:#}"
+                            );
+                        }
+                    }
+                } else if now.is_some() {
+                    t.health.last_success = SystemTime::now();
+                } else {
+                    *t.health.errors.entry("read").or_default() += 1;
+                }
+                true
+            }
+            #[cfg(feature = "aws")]
+            PolicySource::Aws(aws) => {
+                use crate::source_aws::Outcome;
+                if hup {
+                    aws.set_intervals(t.args);
+                    apply(last_good, enforcers, t.args, t.health, true);
+                    aws.request_refresh("reload");
+                }
+                let mut looked = hup;
+                if aws.links_check_due() && reconcile(last_good, enforcers, t.args, t.health, t.pin_dirs) {
+                    *t.generation += 1;
+                    tracing::info!(
+                        links = enforcers.len(),
+                        "aws: policy applied generation={}",
+                        t.generation
+                    );
+                    looked = true;
+                }
+                match aws.poll() {
+                    Outcome::Idle => looked,
+                    Outcome::Unchanged => {
+                        t.health.last_success = SystemTime::now();
+                        tracing::info!("aws: policy unchanged");
+                        true
+                    }
+                    Outcome::Failed { kind } => {
+                        *t.health.errors.entry(kind).or_default() += 1;
+                        true
+                    }
+                    Outcome::Changed(snap) => {
+                        let links_changed = reconcile(&snap, enforcers, t.args, t.health, t.pin_dirs);
+                        let applied = apply(&snap, enforcers, t.args, t.health, false);
+                        *last_good = *snap;
+                        if applied > 0 || links_changed {
+                            *t.generation += 1;
+                            tracing::info!(
+                                links = enforcers.len(),
+                                "aws: policy applied generation={}",
+                                t.generation
+                            );
+                        } else {
+                            tracing::info!(
+                                "aws: policy unchanged (the inputs changed, no link's policy did)"
+                            );
+                        }
+                        true
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Follows ENIs attached and detached while running: an own ENI whose MAC is now a
+/// local link gets an enforcer; an enforcer whose ENI is no longer the instance's (or
+/// whose link is gone) is detached, its pins and status record removed. With explicit
+/// `--bind`, the bindings are fixed and nothing changes here. Returns whether any link
+/// was attached or detached.
+#[cfg(feature = "aws")]
+fn reconcile(
+    snap: &Snapshot,
+    enforcers: &mut Vec<Enforcer>,
+    args: &RunArgs,
+    health: &mut SourceHealth,
+    pin_dirs: &mut PinDirs,
+) -> bool {
+    if !args.bind.is_empty() {
+        return false;
+    }
+    let local = match crate::links::all() {
+        Ok(local) => local,
+        Err(e) => {
+            tracing::warn!("listing local links: {e:#}; attachments left as they are");
+            return false;
+        }
+    };
+    let own = snap.own_interface_ids();
+    let wanted: Vec<Binding> = snap
+        .interface_macs()
+        .into_iter()
+        .filter(|(eni, _)| own.contains(eni))
+        .filter_map(|(eni, mac)| {
+            local.iter().find(|l| l.mac == mac).map(|l| Binding { link: l.clone(), interface_id: eni })
+        })
+        .collect();
+    let same = |a: &Binding, b: &Binding| {
+        a.interface_id == b.interface_id && a.link.name == b.link.name && a.link.ifindex == b.link.ifindex
+    };
+    let mut changed = false;
+
+    let (keep, gone): (Vec<Enforcer>, Vec<Enforcer>) =
+        std::mem::take(enforcers).into_iter().partition(|e| wanted.iter().any(|w| same(w, &e.binding)));
+    *enforcers = keep;
+    for e in gone {
+        changed = true;
+        let (link, eni, dir) =
+            (e.binding.link.name.clone(), e.binding.interface_id.clone(), e.pin_dir.clone());
+        state::remove_record(&args.state_dir, &dir);
+        if let Err(err) = e.detach() {
+            // A link that went away with its ENI took the programs with it.
+            tracing::debug!(%link, "detaching: {err:#}");
+        }
+        if let Err(err) = bpffs::remove_link_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), "removing pinned state: {err}");
+        }
+        tracing::info!("aws: detached link={link} eni={eni}");
+    }
+
+    for binding in wanted {
+        if enforcers.iter().any(|e| same(&e.binding, &binding)) {
+            continue;
+        }
+        if enforcers.iter().any(|e| e.binding.link.name == binding.link.name) {
+            continue; // the link enforces another ENI; it was detached above if unwanted
+        }
+        let (link, eni) = (binding.link.name.clone(), binding.interface_id.clone());
+        match attach_one(snap, binding, args, pin_dirs) {
+            Ok(e) => {
+                changed = true;
+                tracing::info!(xdp = e.attached.xdp.as_str(), "aws: attached link={link} eni={eni}");
+                enforcers.push(e);
+            }
+            Err(err) => {
+                *health.errors.entry("links").or_default() += 1;
+                tracing::error!("aws: cannot attach link={link} eni={eni}: {err:#}");
+            }
+        }
+    }
+    changed
+}
+
+/// Prepares and attaches (or adopts) one link while running, as the start does.
+#[cfg(feature = "aws")]
+fn attach_one(snap: &Snapshot, binding: Binding, args: &RunArgs, pin_dirs: &mut PinDirs) -> Result<Enforcer> {
+    let dir = bpffs::link_dir(&args.pin_root, binding.link.ifindex)?;
+    let plan = lifecycle::check_link(&binding, &dir, args.replace_foreign_xdp)?;
+    if matches!(plan, lifecycle::Plan::Fresh { .. }) && dir.exists() {
+        bpffs::remove_link_dir(&dir)?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !pin_dirs.0.contains(&dir) {
+        pin_dirs.0.push(dir.clone());
+    }
+    let mut next = prepare(snap, &binding, &dir, args)?;
+    let previous = state::read_record(&args.state_dir, &dir).map_or(0, |r| r.generation);
+    let (xdp, tc) = attach_modes(args);
+    let placement = lifecycle::place(&mut next.program, &binding, &dir, plan, xdp, tc)?;
+    let generation = if placement.adopted { previous + 1 } else { 1 };
+    Ok(Enforcer::placed(binding, dir, next, placement, generation))
 }

@@ -55,6 +55,11 @@ pub struct FileConfig {
     drop_log_interval: Option<u64>,
     drop_log_max_lines: Option<usize>,
     account_id: Option<String>,
+    region: Option<String>,
+    ec2_endpoint: Option<String>,
+    imds_endpoint: Option<String>,
+    imds_interval_ms: Option<u64>,
+    refresh_interval_ms: Option<u64>,
     #[serde(default)]
     failsafe: Vec<FailsafeConfig>,
 }
@@ -149,6 +154,8 @@ pub fn merge(flags: &RunArgs, matches: &ArgMatches, file: FileConfig) -> Result<
         drop_log_rate => drop_log.drop_log_rate,
         drop_log_interval => drop_log.drop_log_interval,
         drop_log_max_lines => drop_log.drop_log_max_lines,
+        imds_interval_ms => imds_interval_ms,
+        refresh_interval_ms => refresh_interval_ms,
     );
     take_some!(
         snapshot => snapshot,
@@ -160,6 +167,9 @@ pub fn merge(flags: &RunArgs, matches: &ArgMatches, file: FileConfig) -> Result<
         udp_stream_timeout => timeouts.udp_stream_timeout,
         icmp_timeout => timeouts.icmp_timeout,
         other_timeout => timeouts.other_timeout,
+        region => aws.region,
+        ec2_endpoint => aws.ec2_endpoint,
+        imds_endpoint => aws.imds_endpoint,
     );
     args.failsafe = file
         .failsafe
@@ -183,9 +193,16 @@ fn check(args: &RunArgs) -> Result<()> {
             )
         }
         SourceArg::File => Ok(()),
-        SourceArg::Aws => {
-            bail!("source `aws` is not built into this version of sgmirror; use source = \"file\"")
+        SourceArg::Aws if !cfg!(feature = "aws") => {
+            bail!(
+                "source `aws` is not built into this sgmirror (built without the `aws` cargo feature); \
+                 use source = \"file\" with a snapshot, or a build with the feature"
+            )
         }
+        SourceArg::Aws if args.imds_interval_ms < 100 || args.refresh_interval_ms < 1000 => {
+            bail!("imds_interval_ms must be at least 100 and refresh_interval_ms at least 1000")
+        }
+        SourceArg::Aws => Ok(()),
     }
 }
 
@@ -224,6 +241,9 @@ pub fn restart_only_changes(old: &RunArgs, new: &RunArgs) -> Vec<&'static str> {
         "metrics_addr" => metrics_addr,
         "no_metrics" => no_metrics,
         "summary_json" => summary_json,
+        "region" => aws.region,
+        "ec2_endpoint" => aws.ec2_endpoint,
+        "imds_endpoint" => aws.imds_endpoint,
     );
     changed
 }

@@ -9,6 +9,7 @@ mod cmd_detach;
 mod cmd_explain;
 mod cmd_lint;
 mod cmd_run;
+mod cmd_snapshot;
 mod cmd_status;
 mod config;
 mod drop_pump;
@@ -20,6 +21,8 @@ mod metrics;
 mod notify;
 mod packet_arg;
 mod preflight;
+#[cfg(feature = "aws")]
+mod source_aws;
 mod state;
 mod summary;
 mod trace;
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         args::Command::Lint(a) => cmd_lint::run(&a),
         args::Command::Status(a) => cmd_status::run(&a),
         args::Command::Detach(a) => cmd_detach::run(&a),
+        args::Command::Snapshot(a) => cmd_snapshot::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -73,6 +73,9 @@ fn the_commented_defaults_are_the_flags_defaults() {
         .replace("mode = \"audit\"", "mode = \"enforce\"")
         .replace("summary_json = ", "#summary_json = ")
         .replace("account_id = ", "#account_id = ")
+        .replace("\nregion = ", "\n#region = ")
+        .replace("ec2_endpoint = ", "#ec2_endpoint = ")
+        .replace("imds_endpoint = ", "#imds_endpoint = ")
         .replace("[[failsafe]]", "#[[failsafe]]")
         .replace("cidr = \"203", "#cidr = \"203")
         .replace("protocol = \"tcp\"", "#protocol = \"tcp\"")
@@ -185,4 +188,17 @@ fn restart_only_changes_are_named() {
     b.flow_capacity = 5;
     b.pin_root = "/x".into();
     assert_eq!(restart_only_changes(&a, &b), ["pin_root", "flow_capacity"]);
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn aws_keys_are_read_and_flags_win() {
+    let file = "source = \"aws\"\nregion = \"eu-west-1\"\nimds_endpoint = \"http://127.0.0.1:1\"\nimds_interval_ms = 700\n";
+    let args = resolve_with(&["--region", "us-east-1"], file).unwrap();
+    assert_eq!(args.aws.region.as_deref(), Some("us-east-1"));
+    assert_eq!(args.aws.imds_endpoint.as_deref(), Some("http://127.0.0.1:1"));
+    assert_eq!(args.imds_interval_ms, 700);
+    assert_eq!(args.refresh_interval_ms, 300_000);
+    let error = resolve_with(&["--imds-interval-ms", "5"], file).unwrap_err();
+    assert!(format!("{error:#}").contains("imds_interval_ms"), "{error:#}");
 }
