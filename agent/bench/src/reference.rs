@@ -3,7 +3,7 @@
 //! tries hold a policy's prefixes.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::AsFd as _;
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -169,19 +169,6 @@ impl Reference {
     /// Inserts `nets` into `REF4` with one `BPF_MAP_UPDATE_BATCH` call (an error where
     /// the kernel has no batch updates for LPM tries).
     pub fn batch_insert_v4(&self, nets: &[Ipv4Net]) -> std::io::Result<()> {
-        /// The `BPF_MAP_*_BATCH` part of `union bpf_attr`.
-        #[repr(C)]
-        struct BatchAttr {
-            in_batch: u64,
-            out_batch: u64,
-            keys: u64,
-            values: u64,
-            count: u32,
-            map_fd: u32,
-            elem_flags: u64,
-            flags: u64,
-        }
-        const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
         let Some(aya::maps::Map::LpmTrie(data)) = self.ebpf.map("REF4") else {
             return Err(std::io::Error::other("no REF4 trie"));
         };
@@ -195,27 +182,7 @@ impl Reference {
             })
             .collect();
         let values = vec![1u32; nets.len()];
-        let attr = BatchAttr {
-            in_batch: 0,
-            out_batch: 0,
-            keys: keys.as_ptr() as u64,
-            values: values.as_ptr() as u64,
-            count: u32::try_from(nets.len()).unwrap_or(u32::MAX),
-            map_fd: data.fd().as_fd().as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the attribute points at `keys` and `values`, which outlive the call and
-        // hold `count` keys and values of the map's sizes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &raw const attr,
-                size_of::<BatchAttr>() as libc::c_long,
-            )
-        };
-        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        sgmirror_dataplane::update_batch(data.fd().as_fd(), &keys, &values)
     }
 
     /// Attaches program `name` to `ifname` (in the calling thread's network

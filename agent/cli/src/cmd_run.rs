@@ -67,7 +67,7 @@ fn write_records(enforcers: &[Enforcer], args: &RunArgs, health: &SourceHealth) 
             tc_mode: e.attached.tc.as_str().to_owned(),
             mode: mode_name(mode_of(args)).to_owned(),
             generation: e.generation,
-            policy_hash: policy_hash(e),
+            policy_hash: e.policy_hash().to_owned(),
             applied_unix: state::unix(e.applied_at),
             source_last_success_unix: state::unix(health.last_success),
             source_errors: health.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
@@ -78,13 +78,6 @@ fn write_records(enforcers: &[Enforcer], args: &RunArgs, health: &SourceHealth) 
             tracing::warn!(link = %record.link, "writing the status record: {err:#}");
         }
     }
-}
-
-/// The hash of what the link's programs enforce: both compiled images and the timeouts.
-fn policy_hash(e: &Enforcer) -> String {
-    let text =
-        serde_json::to_string(&(e.compiled(), format!("{:?}", e.policy().timeouts))).unwrap_or_default();
-    state::policy_hash(text.as_bytes())
 }
 
 /// Removes, when dropped, the pin directories that hold no pinned link: a run that

@@ -17,6 +17,10 @@ pub struct Prepared {
     pub policy: InterfacePolicy,
     pub compiled: CompiledInterface,
     pub program: LoadedProgram,
+    /// Hash of what the programs enforce (both compiled images and the timeouts),
+    /// computed once here: the status records repeat it every poll, and serialising a
+    /// 100 000-prefix image each time was most of the idle agent's CPU.
+    pub hash: String,
 }
 
 /// Loads a compiled policy through the verifier without touching any link, so that a
@@ -25,7 +29,13 @@ pub struct Prepared {
 pub fn prepare(policy: InterfacePolicy, compiled: CompiledInterface, opts: &LoadOptions) -> Result<Prepared> {
     let program =
         load(&compiled, opts).with_context(|| format!("loading the programs for {}", policy.interface_id))?;
-    Ok(Prepared { policy, compiled, program })
+    let hash = policy_hash(&policy, &compiled);
+    Ok(Prepared { policy, compiled, program, hash })
+}
+
+fn policy_hash(policy: &InterfacePolicy, compiled: &CompiledInterface) -> String {
+    let text = serde_json::to_string(&(compiled, format!("{:?}", policy.timeouts))).unwrap_or_default();
+    crate::state::policy_hash(text.as_bytes())
 }
 
 /// A link being enforced.
@@ -81,6 +91,11 @@ impl Enforcer {
         &self.current.compiled
     }
 
+    /// The hash of the policy in force (see [`Prepared::hash`]).
+    pub fn policy_hash(&self) -> &str {
+        &self.current.hash
+    }
+
     /// The resolved policy in force.
     pub fn policy(&self) -> &InterfacePolicy {
         &self.current.policy
@@ -89,10 +104,11 @@ impl Enforcer {
     /// Swaps `next` in, atomically for each hook, and keeps the hits the old
     /// generation counted.
     pub fn replace(&mut self, next: Prepared) -> Result<()> {
-        let Prepared { policy, compiled, program } = next;
+        let Prepared { policy, compiled, program, hash } = next;
         // Afterwards `self.current.program` is the new generation, on the hooks.
         let old_program = self.current.program.replace(program).context("swapping in the new programs")?;
         self.current.policy = policy;
+        self.current.hash = hash;
         let old_compiled = std::mem::replace(&mut self.current.compiled, compiled);
         // A packet already inside an old program finishes within an RCU grace period;
         // give it a moment before reading the old generation's last counts.

@@ -32,7 +32,7 @@ pub(crate) fn insert_lpm<K: Pod, V: Pod>(map: BorrowedFd<'_>, entries: &[(Key<K>
     }
     let keys: Vec<Key<K>> = entries.iter().map(|(k, _)| *k).collect();
     let values: Vec<V> = entries.iter().map(|(_, v)| *v).collect();
-    match update_batch(map, &keys, &values) {
+    match update_batch_counted(map, &keys, &values) {
         Ok(()) => Ok(()),
         Err((0, e)) if unsupported(&e) => {
             tracing::debug!("no batch updates for LPM tries on this kernel ({e}); inserting one by one");
@@ -56,8 +56,19 @@ fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP))
 }
 
+/// One `BPF_MAP_UPDATE_BATCH` of `keys` and `values` into `map`, whose key and value
+/// types `K` and `V` must be (an error where the kernel has no batch updates for the
+/// map's type). For callers that fill maps of their own, such as the benchmark's
+/// reference programs.
+pub fn update_batch<K: Pod, V: Pod>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
+    if keys.len() != values.len() {
+        return Err(io::Error::other("as many keys as values are needed"));
+    }
+    update_batch_counted(map, keys, values).map_err(|(_, e)| e)
+}
+
 /// One `BPF_MAP_UPDATE_BATCH`; on failure, how many entries the kernel took.
-fn update_batch<K: Pod, V: Pod>(
+fn update_batch_counted<K: Pod, V: Pod>(
     map: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
@@ -87,8 +98,9 @@ fn update_batch<K: Pod, V: Pod>(
     if rc < 0 { Err((attr.count, io::Error::last_os_error())) } else { Ok(()) }
 }
 
-/// One `BPF_MAP_UPDATE_ELEM`.
-fn update_one<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+/// One `BPF_MAP_UPDATE_ELEM` through a shared handle: aya's typed maps want `&mut`
+/// for writes, but a write to a kernel map does not need exclusive access to its fd.
+pub(crate) fn update_one<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
     /// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
     #[repr(C)]
     struct ElemAttr {

@@ -29,6 +29,7 @@ mod stats;
 mod testrun;
 
 pub use attach::{Attached, AttachedMode, TcAttachMode, TcMode, XdpAttachMode};
+pub use batch::update_batch;
 pub use droplog::DropLogCounters;
 pub use error::DataplaneError;
 pub use flowstats::FlowCounters;

@@ -9,7 +9,7 @@
 //! ([`SHARED_MAPS`]: the counters, the fragments and flows in flight, the clock and the
 //! drop log) is shared through pinned maps.
 
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -400,7 +400,7 @@ impl LoadedProgram {
         let aya::maps::Map::Array(data) = map else {
             return Err(DataplaneError::MissingMap(names::CLOCK));
         };
-        update_elem(data.fd().as_fd(), &0u32, &ns).map_err(|io_error| DataplaneError::Map {
+        batch::update_one(data.fd().as_fd(), &0u32, &ns).map_err(|io_error| DataplaneError::Map {
             map: names::CLOCK,
             source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
                 call: "bpf_map_update_elem",
@@ -456,39 +456,6 @@ impl LoadedProgram {
     pub fn clear_fragments(&mut self) -> Result<(), DataplaneError> {
         clear::<FragKey, FragValue>(&mut self.ebpf, names::FRAGS).map(|_| ())
     }
-}
-
-/// `BPF_MAP_UPDATE_ELEM` through a shared handle: aya's typed maps want `&mut` for
-/// writes, but a write to a kernel map does not need exclusive access to its fd.
-fn update_elem<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K, value: &V) -> std::io::Result<()> {
-    /// The `BPF_MAP_*_ELEM` part of `union bpf_attr`.
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-    let attr = ElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-        key: std::ptr::from_ref(key) as u64,
-        value: std::ptr::from_ref(value) as u64,
-        flags: 0,
-    };
-    // SAFETY: the attribute points at `key` and `value`, which outlive the call; the
-    // kernel reads the map's key and value sizes from them, which `K` and `V` match.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            &raw const attr,
-            size_of::<ElemAttr>() as libc::c_long,
-        )
-    };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Deletes every entry of a hash table; returns how many this call deleted.
