@@ -114,7 +114,14 @@ impl Agent {
 
     /// Starts `sgmirror run ARGS` pinning in `pins`, without waiting.
     pub fn spawn(args: &[&str], pins: &PinRoot) -> Agent {
+        Agent::spawn_with_env(args, &[], pins)
+    }
+
+    /// Like [`Agent::spawn`], with environment variables added (the AWS source reads
+    /// its credentials and endpoints from there).
+    pub fn spawn_with_env(args: &[&str], env: &[(String, String)], pins: &PinRoot) -> Agent {
         let mut child = Command::new(sgmirror_bin())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("run")
             // Never an installed /etc/sgmirror/config.toml: only the test's flags.
             .args(["--config", "/dev/null"])

@@ -7,6 +7,7 @@
 //! Everything a test creates is removed by `Drop`, also when the test fails.
 
 pub mod agent;
+pub mod aws;
 pub mod foreign;
 pub mod icmp;
 pub mod lab;

@@ -11,6 +11,7 @@ mod bench;
 mod cleanup;
 mod demo;
 mod lab;
+mod moto_venv;
 mod package;
 mod probe;
 mod setup;

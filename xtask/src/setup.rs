@@ -16,6 +16,10 @@
 //! rules). It comes from Debian's `prometheus` package, which is downloaded and
 //! unpacked under `target/tools/prometheus/` with `dpkg -x` — never installed, so no
 //! Prometheus service is set up or started on the machine.
+//!
+//! The AWS-source tests need moto's EC2 emulator: Debian's `python3-venv`, then a
+//! virtualenv with a pinned `moto[server]` under `target/tools/moto-venv`
+//! (`moto_venv.rs`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,7 +27,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util;
+use crate::{moto_venv, util};
 
 /// Debian packages of toolchain (a).
 const DEBIAN_TOOLCHAIN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
@@ -32,7 +36,8 @@ const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libz
 /// Tools the tests, the demo and the benchmark run: `ip`, `ping`, `ethtool`, `curl`,
 /// the netfilter tools the benchmark compares sgmirror with (`iptables`, `nft`,
 /// `ipset`), and what the packaging tests use: `systemd-analyze`, `setpriv`,
-/// `dpkg-shlibdeps`, `strip`, `lintian`, `debootstrap`.
+/// `dpkg-shlibdeps`, `strip`, `lintian`, `debootstrap`; and `python3-venv` for the
+/// moto venv of the AWS-source tests.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -47,6 +52,7 @@ const TEST_PACKAGES: &[&str] = &[
     "binutils",
     "lintian",
     "debootstrap",
+    "python3-venv",
 ];
 /// The Debian package that ships `promtool`.
 const PROMTOOL_PACKAGE: &str = "prometheus";
@@ -97,6 +103,8 @@ struct State {
     missing_test_packages: Vec<&'static str>,
     /// `promtool`, unpacked from Debian's package under `target/tools/`.
     promtool: Option<PathBuf>,
+    /// The moto version in the venv under `target/tools/`, if it works.
+    moto: Option<String>,
 }
 
 impl State {
@@ -108,7 +116,8 @@ impl State {
         });
         let missing_test_packages = TEST_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
         let promtool = Some(promtool_path()).filter(|p| util::is_executable(p));
-        State { toolchain, linker, missing_test_packages, promtool }
+        let moto = moto_venv::detect(&moto_venv::venv_path());
+        State { toolchain, linker, missing_test_packages, promtool, moto }
     }
 
     fn complete(&self) -> bool {
@@ -116,6 +125,11 @@ impl State {
             && self.linker.is_some()
             && self.missing_test_packages.is_empty()
             && self.promtool.is_some()
+            && self.moto_ok()
+    }
+
+    fn moto_ok(&self) -> bool {
+        moto_venv::plan(self.moto.as_deref()) == moto_venv::Plan::Nothing
     }
 
     fn print(&self) {
@@ -142,6 +156,18 @@ impl State {
                 "promtool: {} … missing (unpacked from Debian's {PROMTOOL_PACKAGE} package)",
                 promtool_path().display()
             )),
+        }
+        let venv = moto_venv::venv_path();
+        match &self.moto {
+            Some(v) if self.moto_ok() => say(&format!("moto venv: {} (moto {v}) … ok", venv.display())),
+            Some(v) => say(&format!(
+                "moto venv: {} has moto {v}, not {} … missing",
+                venv.display(),
+                moto_venv::MOTO_VERSION
+            )),
+            None => {
+                say(&format!("moto venv: {} (moto {}) … missing", venv.display(), moto_venv::MOTO_VERSION))
+            }
         }
     }
 
@@ -256,6 +282,9 @@ fn install(state: &State) -> Result<()> {
     }
     if state.promtool.is_none() {
         fetch_promtool()?;
+    }
+    if !state.moto_ok() {
+        moto_venv::install(&moto_venv::venv_path())?;
     }
     Ok(())
 }
@@ -406,6 +435,7 @@ mod tests {
             linker: Some((PathBuf::from("/x/bpf-linker"), "bpf-linker 0.13.0".into())),
             missing_test_packages: vec![],
             promtool: Some(PathBuf::from("/x/promtool")),
+            moto: Some(moto_venv::MOTO_VERSION.into()),
         };
         assert!(state.complete());
         assert!(state.packages_to_install().is_empty());
@@ -418,6 +448,7 @@ mod tests {
             linker: Some((PathBuf::from("/x/bpf-linker"), String::new())),
             missing_test_packages: vec!["iputils-ping"],
             promtool: Some(PathBuf::from("/x/promtool")),
+            moto: Some(moto_venv::MOTO_VERSION.into()),
         };
         assert!(!state.complete());
         assert_eq!(state.packages_to_install(), ["iputils-ping"]);
@@ -430,9 +461,25 @@ mod tests {
             linker: Some((PathBuf::from("/x/bpf-linker"), String::new())),
             missing_test_packages: vec![],
             promtool: None,
+            moto: Some(moto_venv::MOTO_VERSION.into()),
         };
         assert!(!state.complete());
         assert!(state.packages_to_install().is_empty(), "promtool is unpacked, not installed");
+    }
+
+    #[test]
+    fn a_missing_or_other_moto_makes_setup_incomplete_but_installs_no_package() {
+        for moto in [None, Some("4.0.0".to_owned())] {
+            let state = State {
+                toolchain: Some(Toolchain::Nightly),
+                linker: Some((PathBuf::from("/x/bpf-linker"), String::new())),
+                missing_test_packages: vec![],
+                promtool: Some(PathBuf::from("/x/promtool")),
+                moto,
+            };
+            assert!(!state.complete());
+            assert!(state.packages_to_install().is_empty(), "the venv is made with pip, not apt");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::{cleanup, setup, util};
+use crate::{cleanup, moto_venv, setup, util};
 
 /// Random packets the kernel differential test sends with `--full`.
 const FULL_DIFF_PACKETS: &str = "1000000";
@@ -21,6 +21,8 @@ pub fn run_tests(full: bool, cargo_args: &[String]) -> Result<()> {
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         cmd.env("RUST_BACKTRACE", "1");
     }
+    // The AWS-source tests run moto and their fixtures from this venv.
+    cmd.env(moto_venv::VENV_ENV, moto_venv::venv_path());
     if full {
         cmd.env("SGMIRROR_DIFF_PACKETS", FULL_DIFF_PACKETS);
     }
