@@ -154,6 +154,11 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    /// The agent's exit status once it has exited (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Kills the agent with SIGKILL (no clean-up of its own) and reaps it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -11,6 +11,7 @@ pub mod aws;
 pub mod foreign;
 pub mod icmp;
 pub mod lab;
+pub mod notify;
 pub mod peer;
 pub mod probe;
 pub mod snapshots;

@@ -12,7 +12,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    os::unix::net::UnixDatagram,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -21,6 +20,7 @@ use std::{
 use sgmirror_e2e::{
     agent::{PinRoot, read_summary},
     lab::Lab,
+    notify::NotifySocket,
     peer::{UdpCounter, udp_send},
     sgmirror_bin,
     snapshots::{Rule, one_group},
@@ -54,51 +54,10 @@ impl Drop for Running {
     }
 }
 
-/// Receives the notifications, one datagram at a time.
-struct Socket(UnixDatagram);
-
-impl Socket {
-    fn next(&self, timeout: Duration) -> Option<String> {
-        self.0.set_read_timeout(Some(timeout)).unwrap();
-        let mut buf = [0u8; 4096];
-        let len = self.0.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-    }
-
-    /// Messages until one starting with `prefix` (that one last); fails at once if the
-    /// agent exits first.
-    fn until(
-        &self,
-        prefix: &str,
-        timeout: Duration,
-        agent: &mut Running,
-        log: &std::path::Path,
-    ) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            let failed = |why: String, seen: &[String]| -> ! {
-                panic!(
-                    "no {prefix:?}: {why}; got {seen:?}; agent log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            };
-            if Instant::now() >= deadline {
-                failed(format!("not within {timeout:?}"), &seen);
-            }
-            let Some(message) = self.next(Duration::from_millis(200)) else {
-                if let Some(status) = agent.child.try_wait().unwrap() {
-                    failed(format!("the agent exited ({status})"), &seen);
-                }
-                continue;
-            };
-            let done = message.starts_with(prefix);
-            seen.push(message);
-            if done {
-                return seen;
-            }
-        }
-    }
+/// `Some(log)` once the agent has exited (for [`NotifySocket::until`]).
+fn exited(agent: &mut Running, log: &std::path::Path) -> Option<String> {
+    let status = agent.child.try_wait().unwrap()?;
+    Some(format!("{status}; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default()))
 }
 
 fn config(snapshot: &std::path::Path, mode: &str, failsafe: Option<&str>) -> String {
@@ -147,7 +106,7 @@ fn readiness_watchdog_reload_and_stop_are_notified() {
     std::fs::write(&config_path, config(&snapshot, "audit", None)).unwrap();
 
     let socket_path = dir.0.join("notify.sock");
-    let socket = Socket(UnixDatagram::bind(&socket_path).unwrap());
+    let socket = NotifySocket::bind(&socket_path);
     let log = dir.0.join("agent.log");
     let summary = dir.0.join("summary.json");
     let pins = PinRoot::new();
@@ -168,7 +127,7 @@ fn readiness_watchdog_reload_and_stop_are_notified() {
     let mut agent = Running { child, pins };
 
     // READY=1 is the first message, and by then the policy is on the link.
-    let first = socket.until("READY=1", Duration::from_secs(60), &mut agent, &log);
+    let first = socket.until("READY=1", Duration::from_secs(60), || exited(&mut agent, &log));
     assert_eq!(first.len(), 1, "READY=1 must come first: {first:?}");
     assert!(first[0].contains("STATUS=enforcing (audit) on 1 link(s)"), "{first:?}");
     assert!(lab.host_has_xdp(), "READY=1 before XDP was attached");
@@ -193,18 +152,12 @@ fn readiness_watchdog_reload_and_stop_are_notified() {
     // source.
     std::fs::write(&config_path, config(&snapshot, "enforce", Some("198.18.140.200/32"))).unwrap();
     signal(&agent.child, libc::SIGHUP);
-    let reload: Vec<String> = socket
-        .until("RELOADING=1", Duration::from_secs(10), &mut agent, &log)
-        .into_iter()
-        .filter(|m| m != "WATCHDOG=1")
-        .collect();
+    let reload: Vec<String> =
+        socket.until_ignoring_watchdog("RELOADING=1", Duration::from_secs(10), || exited(&mut agent, &log));
     assert_eq!(reload.len(), 1, "{reload:?}");
     assert!(reload[0].contains("MONOTONIC_USEC="), "{reload:?}");
-    let ready: Vec<String> = socket
-        .until("READY=1", Duration::from_secs(30), &mut agent, &log)
-        .into_iter()
-        .filter(|m| m != "WATCHDOG=1")
-        .collect();
+    let ready: Vec<String> =
+        socket.until_ignoring_watchdog("READY=1", Duration::from_secs(30), || exited(&mut agent, &log));
     assert_eq!(ready.len(), 1, "{ready:?}");
     assert!(ready[0].contains("enforcing (enforce) on 1 link(s), 1 failsafe entries"), "{ready:?}");
     udp_send(&lab.netns, denied, SocketAddr::new(host, UDP_PORT), 4);
@@ -215,11 +168,8 @@ fn readiness_watchdog_reload_and_stop_are_notified() {
 
     // SIGTERM: STOPPING=1, then a clean exit with the programs detached.
     signal(&agent.child, libc::SIGTERM);
-    let stopping: Vec<String> = socket
-        .until("STOPPING=1", Duration::from_secs(10), &mut agent, &log)
-        .into_iter()
-        .filter(|m| m != "WATCHDOG=1")
-        .collect();
+    let stopping: Vec<String> =
+        socket.until_ignoring_watchdog("STOPPING=1", Duration::from_secs(10), || exited(&mut agent, &log));
     assert_eq!(stopping, ["STOPPING=1"]);
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "exit {status:?}; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
@@ -306,7 +256,7 @@ fn the_units_capabilities_are_enough_to_enforce() {
     let config_path = dir.0.join("config.toml");
     std::fs::write(&config_path, config(&snapshot, "enforce", None)).unwrap();
     let socket_path = dir.0.join("notify.sock");
-    let socket = Socket(UnixDatagram::bind(&socket_path).unwrap());
+    let socket = NotifySocket::bind(&socket_path);
     let log = dir.0.join("agent.log");
     // The pin root must be under a mounted bpffs: without CAP_SYS_ADMIN the agent
     // cannot mount one.
@@ -325,7 +275,7 @@ fn the_units_capabilities_are_enough_to_enforce() {
         .spawn()
         .expect("starting sgmirror under setpriv (util-linux)");
     let mut agent = Running { child, pins };
-    socket.until("READY=1", Duration::from_secs(60), &mut agent, &log);
+    socket.until("READY=1", Duration::from_secs(60), || exited(&mut agent, &log));
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
     let bounding = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim().to_owned();
     let cap_sys_admin = 1u64 << 21;

@@ -183,13 +183,19 @@ impl ImdsReader {
     pub async fn discover(&self, instance_id: &str, region: &str) -> Result<LocalView, AwsError> {
         let mut enis = Vec::new();
         for mac in self.macs().await? {
-            enis.push(self.eni(&mac).await?);
+            match self.eni(&mac).await? {
+                Some(eni) => enis.push(eni),
+                // Detached between the listing and this read: the ENI is gone, as the
+                // next listing will say; not a failure of the source.
+                None => tracing::debug!(%mac, "listed MAC vanished from IMDS while being read; skipped"),
+            }
         }
         Ok(LocalView { instance_id: instance_id.to_owned(), region: region.to_owned(), enis })
     }
 
     /// One ENI's paths. Only `interface-id` is required; everything else may be 404.
-    async fn eni(&self, mac: &str) -> Result<ImdsEni, AwsError> {
+    /// `None` when `interface-id` is 404: the MAC was listed but is gone (detached).
+    async fn eni(&self, mac: &str) -> Result<Option<ImdsEni>, AwsError> {
         let base = format!("{MACS}{mac}/");
         let opt = |name: &'static str| {
             let path = format!("{base}{name}");
@@ -212,11 +218,14 @@ impl ImdsReader {
             }
         };
         let id_path = format!("{base}interface-id");
-        let interface_id = self.get(&id_path).await?.trim().to_owned();
+        let Some(interface_id) = self.get_opt(&id_path).await? else {
+            return Ok(None);
+        };
+        let interface_id = interface_id.trim().to_owned();
         if interface_id.is_empty() {
             return Err(AwsError::ImdsData { path: id_path, message: "empty".into() });
         }
-        Ok(ImdsEni {
+        Ok(Some(ImdsEni {
             mac: mac.to_owned(),
             interface_id,
             security_group_ids: sorted(list("security-group-ids").await?),
@@ -231,7 +240,7 @@ impl ImdsReader {
             subnet_ipv6_cidr_blocks: list("subnet-ipv6-cidr-blocks").await?,
             device_number: number("device-number").await?,
             network_card_index: number("network-card-index").await?,
-        })
+        }))
     }
 }
 
