@@ -483,3 +483,22 @@ pub fn assert_resolves_to(doc: &str, expected: &[EniPolicy]) {
         }
     }
 }
+
+/// Gives `link` the MAC address `mac` (an ENI's, so the agent binds it).
+pub fn set_mac(link: &str, mac: &str) {
+    crate::sh("ip", &["link", "set", "dev", link, "down"]);
+    crate::sh("ip", &["link", "set", "dev", link, "address", mac]);
+    crate::sh("ip", &["link", "set", "dev", link, "up"]);
+}
+
+/// The flags of `sgmirror run --source aws` in enforce mode, without metrics, against
+/// `proxy` (EC2) and `imds`, refreshing every `refresh_ms` and checking IMDS every
+/// `imds_ms`.
+pub fn run_args(proxy: &Proxy, imds: &Imds, refresh_ms: u64, imds_ms: u64) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["--source", "aws", "--mode", "enforce", "--no-metrics"].map(String::from).into();
+    args.extend(["--ec2-endpoint".into(), proxy.url(), "--imds-endpoint".into(), imds.url()]);
+    args.extend(["--refresh-interval-ms".into(), refresh_ms.to_string()]);
+    args.extend(["--imds-interval-ms".into(), imds_ms.to_string()]);
+    args
+}

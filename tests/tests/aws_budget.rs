@@ -16,9 +16,8 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::json;
 use sgmirror_e2e::{
     agent::{Agent, PinRoot},
-    aws::{Imds, Moto, Proxy, aws_env, http},
+    aws::{Imds, Moto, Proxy, aws_env, http, run_args, set_mac},
     lab::Lab,
-    sh,
 };
 
 const REFRESHES: u64 = 12;
@@ -52,29 +51,13 @@ fn a_simulated_hour_costs_exactly_the_documented_calls() {
     let proxy = Proxy::start(&moto);
     let mac0 = scenario.0["instances"][&iid][0]["mac"].as_str().unwrap().to_owned();
     let lab = Lab::new(&["10.77.1.10/24"], &["10.77.1.20/24"]);
-    sh("ip", &["link", "set", "dev", &lab.host_link, "down"]);
-    sh("ip", &["link", "set", "dev", &lab.host_link, "address", &mac0]);
-    sh("ip", &["link", "set", "dev", &lab.host_link, "up"]);
+    set_mac(&lab.host_link, &mac0);
 
     let pins = PinRoot::new();
-    let (ec2, imds_url) = (proxy.url(), imds.url());
-    let args = [
-        "--source",
-        "aws",
-        "--ec2-endpoint",
-        &ec2,
-        "--imds-endpoint",
-        &imds_url,
-        "--refresh-interval-ms",
-        "1000",
-        // 5 s against 300 s by default; scaled to the 1 s refresh it would be 17 ms,
-        // so 250 ms: IMDS is local and not throttled per account.
-        "--imds-interval-ms",
-        "250",
-        "--mode",
-        "enforce",
-        "--no-metrics",
-    ];
+    // IMDS every 250 ms: 5 s against 300 s by default would scale to 17 ms at the 1 s
+    // refresh; 250 ms is enough, IMDS is local and not throttled per account.
+    let args = run_args(&proxy, &imds, 1000, 250);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     proxy.reset_calls();
     let mut agent = Agent::spawn_with_env(&args, &aws_env(), &pins);
     agent.wait_for("aws: policy applied", Duration::from_secs(60));

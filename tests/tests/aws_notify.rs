@@ -15,11 +15,10 @@ use std::{
 use serde_json::json;
 use sgmirror_e2e::{
     agent::{Agent, PinRoot},
-    aws::{Imds, Moto, Proxy, aws_env},
+    aws::{Imds, Moto, Proxy, aws_env, run_args, set_mac},
     lab::Lab,
     notify::NotifySocket,
     peer::{TcpServer, tcp_connects},
-    sh,
     tempdir::TempDir,
 };
 
@@ -39,11 +38,7 @@ fn readiness_waits_for_the_first_policy_from_aws_and_reload_fetches_again() {
     let mac0 = scenario.0["instances"][&iid][0]["mac"].as_str().unwrap().to_owned();
 
     let lab = Lab::new(&[&format!("{HOST}/24")], &["10.77.1.20/24"]);
-    for args in [vec!["down"], vec!["address", mac0.as_str()], vec!["up"]] {
-        let mut cmd = vec!["link", "set", "dev", lab.host_link.as_str()];
-        cmd.extend(args);
-        sh("ip", &cmd);
-    }
+    set_mac(&lab.host_link, &mac0);
     let _servers: Vec<TcpServer> =
         [8080, 5556].iter().map(|p| TcpServer::start(SocketAddr::new(ip(HOST), *p))).collect();
     let connects = |port: u16| {
@@ -64,22 +59,8 @@ fn readiness_waits_for_the_first_policy_from_aws_and_reload_fetches_again() {
     // Every EC2 call fails from the start.
     proxy.set_faults(json!([{"action": "*", "kind": "500", "count": -1}]));
     let pins = PinRoot::new();
-    let (ec2, imds_url) = (proxy.url(), imds.url());
-    let args = [
-        "--source",
-        "aws",
-        "--ec2-endpoint",
-        &ec2,
-        "--imds-endpoint",
-        &imds_url,
-        "--refresh-interval-ms",
-        "60000",
-        "--imds-interval-ms",
-        "250",
-        "--mode",
-        "enforce",
-        "--no-metrics",
-    ];
+    let args = run_args(&proxy, &imds, 60_000, 250);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut agent = Agent::spawn_with_env(&args, &env, &pins);
     agent.wait_for("aws: no policy yet", Duration::from_secs(60));
     // A few failed fetches (retried after 2 s, then 4 s): nothing attached, no READY=1.

@@ -21,10 +21,9 @@ use std::{
 use serde_json::json;
 use sgmirror_e2e::{
     agent::{Agent, PinRoot},
-    aws::{Imds, Moto, Proxy, aws_env},
+    aws::{Imds, Moto, Proxy, aws_env, run_args, set_mac},
     lab::Lab,
     peer::{TcpServer, tcp_connects},
-    sh,
 };
 
 const REFRESH_MS: u64 = 1000;
@@ -37,12 +36,6 @@ const HOST: &str = "10.77.1.10";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn set_mac(link: &str, mac: &str) {
-    sh("ip", &["link", "set", "dev", link, "down"]);
-    sh("ip", &["link", "set", "dev", link, "address", mac]);
-    sh("ip", &["link", "set", "dev", link, "up"]);
 }
 
 fn connects(lab: &Lab, src: &str, dst: &str, port: u16) -> bool {
@@ -94,23 +87,8 @@ fn changes_in_ec2_flip_real_traffic_within_the_refresh_interval() {
         .collect();
 
     let pins = PinRoot::new();
-    let (ec2, imds_url) = (proxy.url(), imds.url());
-    let refresh = REFRESH_MS.to_string();
-    let args = [
-        "--source",
-        "aws",
-        "--ec2-endpoint",
-        &ec2,
-        "--imds-endpoint",
-        &imds_url,
-        "--refresh-interval-ms",
-        &refresh,
-        "--imds-interval-ms",
-        "250",
-        "--mode",
-        "enforce",
-        "--no-metrics",
-    ];
+    let args = run_args(&proxy, &imds, REFRESH_MS, 250);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut agent = Agent::spawn_with_env(&args, &aws_env(), &pins);
     agent.wait_for("aws: policy applied", Duration::from_secs(60));
     assert!(lab.host_has_xdp(), "the link with the ENI's MAC is not enforced");

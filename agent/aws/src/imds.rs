@@ -248,16 +248,7 @@ impl ImdsReader {
 fn imds_message(e: &ImdsError) -> String {
     match e {
         ImdsError::ErrorResponse(r) => format!("HTTP {}", r.response().status().as_u16()),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
+        other => crate::error::error_chain(other),
     }
 }
 
