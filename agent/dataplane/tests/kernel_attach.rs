@@ -17,22 +17,6 @@ use sgmirror_dataplane::{
 };
 use sgmirror_policy::model::Direction;
 
-/// Moves the calling thread into a new, empty network namespace with one veth pair
-/// (`sgm0` ⇄ `sgm1`, both up). The namespace disappears with the thread.
-fn private_veth() {
-    // SAFETY: unshare only changes the calling thread's namespaces.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-    for args in [
-        &["link", "add", "sgm0", "type", "veth", "peer", "name", "sgm1"][..],
-        &["link", "set", "sgm0", "up"],
-        &["link", "set", "sgm1", "up"],
-    ] {
-        let status = Command::new("ip").args(args).status().expect("running ip");
-        assert!(status.success(), "ip {args:?}");
-    }
-}
-
 /// The XDP program attached to `link` as (mode, program id), from iproute2.
 fn attached_xdp(link: &str) -> Option<(String, u32)> {
     let out =
@@ -87,36 +71,9 @@ fn program(port: u16) -> LoadedProgram {
     load_policy(&policy, Mode::Enforce).0
 }
 
-/// Sends one Ethernet frame out of `link` through an AF_PACKET socket. A frame the
-/// egress program drops fails with `ENOBUFS` (the device's transmit dropped it).
+/// Sends one Ethernet frame out of `link` (see [`RawSender::send`]).
 fn send_raw(link: &str, frame: &[u8]) -> std::io::Result<()> {
-    let name = std::ffi::CString::new(link).unwrap();
-    // SAFETY: plain socket syscalls on buffers that outlive the calls.
-    unsafe {
-        let ifindex = libc::if_nametoindex(name.as_ptr());
-        assert_ne!(ifindex, 0);
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        let sent = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let error = std::io::Error::last_os_error();
-        libc::close(fd);
-        if sent < 0 {
-            return Err(error);
-        }
-        assert_eq!(sent, frame.len() as isize);
-        Ok(())
-    }
+    RawSender::new(link).send(frame)
 }
 
 /// Waits until the counter (direction, verdict, reason) of `p` reaches `packets`.

@@ -184,3 +184,77 @@ pub fn private_bpffs() -> PrivateBpffs {
     assert_eq!(rc, 0, "mounting bpffs: {}", std::io::Error::last_os_error());
     PrivateBpffs(dir)
 }
+
+/// Moves the calling thread into a new, empty network namespace with one veth pair
+/// `sgm0` ⇄ `sgm1`, both up, without IPv6 link-local addresses (so the kernel sends
+/// nothing of its own that a counter would see). The namespace disappears with the
+/// thread.
+pub fn private_veth() {
+    // SAFETY: unshare only changes the calling thread's namespaces.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    for args in [
+        &["link", "add", "sgm0", "type", "veth", "peer", "name", "sgm1"][..],
+        &["link", "set", "sgm0", "addrgenmode", "none"],
+        &["link", "set", "sgm1", "addrgenmode", "none"],
+        &["link", "set", "sgm0", "up"],
+        &["link", "set", "sgm1", "up"],
+    ] {
+        let status = std::process::Command::new("ip").args(args).status().expect("running ip");
+        assert!(status.success(), "ip {args:?}");
+    }
+}
+
+/// An AF_PACKET socket bound for sending Ethernet frames out of one link.
+pub struct RawSender {
+    fd: i32,
+    addr: libc::sockaddr_ll,
+}
+
+impl RawSender {
+    pub fn new(link: &str) -> RawSender {
+        let name = std::ffi::CString::new(link).unwrap();
+        // SAFETY: plain socket syscalls; the name outlives the call.
+        unsafe {
+            let ifindex = libc::if_nametoindex(name.as_ptr());
+            assert_ne!(ifindex, 0, "no link {link}");
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = ifindex as i32;
+            addr.sll_halen = 6;
+            RawSender { fd, addr }
+        }
+    }
+
+    /// Sends one frame. A frame an egress program drops fails with `ENOBUFS` (the
+    /// device's transmit dropped it).
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: sendto on our socket with buffers that outlive the call.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const self.addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if sent != frame.len() as isize {
+            return Err(std::io::Error::other(format!("sent {sent} of {} bytes", frame.len())));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RawSender {
+    fn drop(&mut self) {
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}
